@@ -1,0 +1,25 @@
+"""gunicorn_barrel: socket.io apps on every gunicorn worker.
+
+Public names: BarrelManager (the python-socketio client manager). The worker
+class is ``gunicorn_barrel.workers.BarrelWorker``; the config-file hooks are in
+``gunicorn_barrel.hooks``.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["BarrelManager", "__version__"]
+
+if TYPE_CHECKING:
+    from gunicorn_barrel.manager import BarrelManager
+
+
+def __getattr__(name: str) -> Any:
+    # Imported lazily so that `import gunicorn_barrel` in a config file does
+    # not pull python-socketio into the arbiter before it is needed.
+    if name == "BarrelManager":
+        from gunicorn_barrel.manager import BarrelManager
+
+        return BarrelManager
+    raise AttributeError(name)

@@ -1,0 +1,1 @@
+"""The bus: wire format, broadcaster side process, per-worker client."""

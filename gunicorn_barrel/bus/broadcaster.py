@@ -1,0 +1,146 @@
+"""The broadcaster side process: PULL what workers push, PUBlish it to every worker.
+
+Started by the arbiter's supervisor (``gunicorn_barrel.sidecar``) as
+``python -m gunicorn_barrel.bus.broadcaster``, so ``ps`` shows what it is.
+It binds two ipc sockets in the instance's private runtime directory::
+
+    workers --PUSH--> pull.sock [broadcaster] pub.sock --PUB--> every worker's SUB
+
+It refuses (and counts) frames that fail ``wire.check`` so that garbage
+written to the socket by another local process never reaches a worker. It
+dies with the arbiter: the kernel sends it SIGTERM when the arbiter goes
+(PR_SET_PDEATHSIG), and it also watches its parent pid.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import Sequence
+
+import zmq
+
+from gunicorn_barrel.bus import endpoints, wire
+
+log = logging.getLogger("gunicorn_barrel.broadcaster")
+
+_PR_SET_PDEATHSIG = 1
+_POLL_MS = 250
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel for SIGTERM when the arbiter dies, then close the race."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the ppid check below remains
+        pass
+    if os.getppid() != parent_pid:
+        raise SystemExit("broadcaster: the arbiter is already gone")
+
+
+class Broadcaster:
+    """The forwarding loop, with its counters."""
+
+    def __init__(self, runtime_dir: str, max_frame_size: int, parent_pid: int) -> None:
+        self.runtime_dir = runtime_dir
+        self.max_frame_size = max_frame_size
+        self.parent_pid = parent_pid
+        self.counters: Counter[str] = Counter()
+        self._stopping = False
+
+    def stop(self, *_signal: object) -> None:
+        self._stopping = True
+
+    def run(self) -> None:
+        ctx = zmq.Context()
+        pull = ctx.socket(zmq.PULL)
+        pub = ctx.socket(zmq.PUB)
+        try:
+            # A peer that sends more than a frame's worth is cut off by libzmq
+            # itself, before any Python code sees the bytes.
+            pull.setsockopt(zmq.MAXMSGSIZE, self.max_frame_size)
+            pub.setsockopt(zmq.SNDHWM, 100_000)
+            pull.setsockopt(zmq.RCVHWM, 100_000)
+            pub.bind(endpoints.pub_endpoint(self.runtime_dir))
+            pull.bind(endpoints.pull_endpoint(self.runtime_dir))
+            endpoints.mark_ready(self.runtime_dir, os.getpid())
+            log.info("broadcaster %s ready in %s", os.getpid(), self.runtime_dir)
+            self._forward(pull, pub)
+        finally:
+            pull.close(linger=0)
+            pub.close(linger=500)
+            ctx.term()
+            log.info("broadcaster %s stopped; counters %s", os.getpid(), dict(self.counters))
+
+    def _forward(self, pull: zmq.Socket, pub: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(pull, zmq.POLLIN)
+        while not self._stopping:
+            if os.getppid() != self.parent_pid:
+                log.warning("arbiter %s is gone; broadcaster exiting", self.parent_pid)
+                return
+            try:
+                ready = poller.poll(_POLL_MS)
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.EINTR:
+                    continue
+                raise
+            if not ready:
+                continue
+            self._drain(pull, pub)
+
+    def _drain(self, pull: zmq.Socket, pub: zmq.Socket) -> None:
+        # Forward everything queued without returning to poll() between frames.
+        for _ in range(10_000):
+            try:
+                parts = pull.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.relay(parts, pub)
+
+    def relay(self, parts: Sequence[bytes], pub: zmq.Socket) -> None:
+        try:
+            wire.check(parts, self.max_frame_size)
+        except wire.WireError as exc:
+            self.counters["frames_refused"] += 1
+            if self.counters["frames_refused"] <= 10:
+                log.warning("refused a frame: %s", exc)
+            return
+        pub.send_multipart(parts)
+        self.counters["frames_published"] += 1
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="gunicorn_barrel.bus.broadcaster")
+    parser.add_argument("--runtime-dir", required=True)
+    parser.add_argument("--max-frame-size", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
+    )
+    _die_with_parent(args.parent_pid)
+    broadcaster = Broadcaster(args.runtime_dir, args.max_frame_size, args.parent_pid)
+    signal.signal(signal.SIGTERM, broadcaster.stop)
+    signal.signal(signal.SIGINT, broadcaster.stop)
+    # gunicorn sends HUP/USR1/... to its whole process group on some paths;
+    # none of them concerns the broadcaster.
+    for name in ("SIGHUP", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGTTIN", "SIGTTOU"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    try:
+        broadcaster.run()
+    finally:
+        if os.getppid() != args.parent_pid:
+            # The arbiter died without cleaning up: its runtime dir is ours to remove.
+            endpoints.remove_runtime_dir(args.runtime_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Where the bus lives: the private runtime directory and the ipc endpoints in it."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+PULL_SOCKET = "pull.sock"
+PUB_SOCKET = "pub.sock"
+READY_FILE = "broadcaster.ready"
+
+
+def create_runtime_dir(base: str, owner_uid: int | None = None, owner_gid: int | None = None) -> str:
+    """Create this instance's private directory (0700) under ``base``.
+
+    The name carries the arbiter pid, and mkdtemp adds a random suffix, so two
+    gunicorn instances on one host never share a directory by accident.
+    """
+    path = tempfile.mkdtemp(prefix=f"barrel-{os.getpid()}-", dir=base)
+    os.chmod(path, 0o700)
+    if owner_uid is not None and os.geteuid() == 0 and owner_uid != 0:
+        # Workers drop privileges to gunicorn's user/group: they must reach the sockets.
+        os.chown(path, owner_uid, owner_gid if owner_gid is not None else -1)
+    return path
+
+
+def remove_runtime_dir(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def pull_endpoint(runtime_dir: str) -> str:
+    return "ipc://" + os.path.join(runtime_dir, PULL_SOCKET)
+
+
+def pub_endpoint(runtime_dir: str) -> str:
+    return "ipc://" + os.path.join(runtime_dir, PUB_SOCKET)
+
+
+def mark_ready(runtime_dir: str, pid: int) -> None:
+    """Tell the supervisor that broadcaster ``pid`` has bound its sockets."""
+    tmp = os.path.join(runtime_dir, f".{READY_FILE}.{pid}")
+    with open(tmp, "w") as fh:
+        fh.write(str(pid))
+    os.replace(tmp, os.path.join(runtime_dir, READY_FILE))
+
+
+def ready_pid(runtime_dir: str) -> int | None:
+    """The pid of the broadcaster that last reported ready, if any."""
+    try:
+        with open(os.path.join(runtime_dir, READY_FILE)) as fh:
+            return int(fh.read().strip() or 0) or None
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,133 @@
+"""The bus wire format, sans-io: frames in, bytes out, and back. No sockets here.
+
+A frame travels as a two-part zeromq message::
+
+    part 0  topic    UTF-8 channel name; zeromq SUB sockets filter on its prefix
+    part 1  body     header (30 bytes, big-endian) + msgpack payload
+
+    header  magic b"BRL" | version u8 | flags u8 | reserved u8
+            | origin (16 bytes) | seq u64
+
+``origin`` names the bus client that sent the frame and ``seq`` numbers that
+client's frames. The payload is a msgpack map with string keys: bytes stay
+bytes (no base64), nothing is ever unpickled. A frame larger than the
+configured limit is refused at both ends.
+"""
+from __future__ import annotations
+
+import dataclasses
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+
+MAGIC = b"BRL"
+VERSION = 1
+_HEADER = struct.Struct("!3sBBB16sQ")
+HEADER_SIZE = _HEADER.size
+MAX_CHANNEL_BYTES = 255
+
+
+class WireError(ValueError):
+    """A frame cannot be encoded or decoded."""
+
+
+class FrameTooLarge(WireError):
+    """A frame is over the configured size limit."""
+
+
+class MalformedFrame(WireError):
+    """Bytes that are not a valid frame of this version."""
+
+
+class UnsupportedVersion(MalformedFrame):
+    """A well-formed header carrying a version this code does not speak."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    """One bus message: who sent it, its number, its channel and its payload."""
+
+    channel: str
+    origin: bytes
+    seq: int
+    payload: dict[str, Any]
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise MalformedFrame(f"msgpack extension type {code} is not allowed")
+
+
+def encode(frame: Frame, max_size: int) -> list[bytes]:
+    """Encode ``frame`` into zeromq message parts; raise WireError if it cannot be."""
+    topic = _encode_channel(frame.channel)
+    if len(frame.origin) != 16:
+        raise WireError(f"origin must be 16 bytes, got {len(frame.origin)}")
+    if not 0 <= frame.seq < 2**64:
+        raise WireError(f"seq out of range: {frame.seq}")
+    if not isinstance(frame.payload, dict):
+        raise WireError(f"payload must be a dict, got {type(frame.payload).__name__}")
+    try:
+        packed = msgpack.packb(frame.payload, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise WireError(f"payload cannot be encoded: {exc}") from None
+    body = _HEADER.pack(MAGIC, VERSION, 0, 0, frame.origin, frame.seq) + packed
+    size = len(topic) + len(body)
+    if size > max_size:
+        raise FrameTooLarge(f"frame of {size} bytes is over the limit of {max_size} bytes")
+    return [topic, body]
+
+
+def _encode_channel(channel: str) -> bytes:
+    if not isinstance(channel, str) or not channel:
+        raise WireError("channel must be a non-empty string")
+    topic = channel.encode("utf-8")
+    if len(topic) > MAX_CHANNEL_BYTES:
+        raise WireError(f"channel name over {MAX_CHANNEL_BYTES} bytes")
+    return topic
+
+
+def check(parts: Sequence[bytes], max_size: int) -> None:
+    """Validate size, framing and header without unpacking the payload.
+
+    The broadcaster calls this on every frame it receives so that garbage
+    never reaches the workers; it is cheap enough for the hot path.
+    """
+    if len(parts) != 2:
+        raise MalformedFrame(f"expected 2 message parts, got {len(parts)}")
+    topic, body = parts
+    size = len(topic) + len(body)
+    if size > max_size:
+        raise FrameTooLarge(f"frame of {size} bytes is over the limit of {max_size} bytes")
+    if not topic or len(topic) > MAX_CHANNEL_BYTES:
+        raise MalformedFrame(f"channel of {len(topic)} bytes")
+    if len(body) <= HEADER_SIZE:
+        raise MalformedFrame(f"body of {len(body)} bytes is shorter than a header and payload")
+    magic, version = body[:3], body[3]
+    if magic != MAGIC:
+        raise MalformedFrame("bad magic: not a barrel frame")
+    if version != VERSION:
+        raise UnsupportedVersion(f"frame version {version}, this code speaks {VERSION}")
+
+
+def decode(parts: Sequence[bytes], max_size: int) -> Frame:
+    """Decode zeromq message parts into a Frame; raise WireError on any defect."""
+    check(parts, max_size)
+    topic, body = parts
+    try:
+        channel = bytes(topic).decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedFrame("channel is not UTF-8") from None
+    _magic, _version, _flags, _reserved, origin, seq = _HEADER.unpack_from(body)
+    try:
+        payload = msgpack.unpackb(
+            body[HEADER_SIZE:], raw=False, strict_map_key=True, ext_hook=_refuse_ext
+        )
+    except MalformedFrame:
+        raise
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise MalformedFrame(f"payload is not valid msgpack: {exc}") from None
+    if not isinstance(payload, dict):
+        raise MalformedFrame(f"payload must be a map, got {type(payload).__name__}")
+    return Frame(channel=channel, origin=bytes(origin), seq=seq, payload=payload)

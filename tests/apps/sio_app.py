@@ -1,0 +1,93 @@
+"""The socket.io app the integration tests run under gunicorn.
+
+Every cross-worker operation is triggered by a client event, so a test can
+ask a client held by one worker to act on clients held by others.
+"""
+import os
+
+import socketio
+
+from gunicorn_barrel import BarrelManager
+
+sio = socketio.Server(async_mode="gevent", client_manager=BarrelManager())
+
+
+@sio.event
+def whoami(sid, _data=None):
+    return {"pid": os.getpid(), "sid": sid}
+
+
+@sio.event
+def broadcast(sid, data):
+    sio.emit("news", data)
+    return "ok"
+
+
+@sio.event
+def broadcast_skip_me(sid, data):
+    sio.emit("news", data, skip_sid=sid)
+    return "ok"
+
+
+@sio.event
+def emit_to(sid, data):
+    sio.emit("direct", data["payload"], to=data["to"])
+    return "ok"
+
+
+@sio.event
+def put_in_room(sid, data):
+    sio.enter_room(data["sid"], data["room"])
+    return "ok"
+
+
+@sio.event
+def take_from_room(sid, data):
+    sio.leave_room(data["sid"], data["room"])
+    return "ok"
+
+
+@sio.event
+def room_emit(sid, data):
+    sio.emit("room_news", data["payload"], room=data["room"])
+    return "ok"
+
+
+@sio.event
+def close_room(sid, data):
+    sio.close_room(data["room"])
+    return "ok"
+
+
+@sio.event
+def kick(sid, data):
+    sio.disconnect(data["sid"])
+    return "ok"
+
+
+@sio.event
+def ask(sid, data):
+    """Server-to-client call() addressed to a sid that may live on another worker."""
+    try:
+        answer = sio.call("question", data["question"], to=data["to"], timeout=10)
+    except socketio.exceptions.TimeoutError:
+        return {"error": "timeout"}
+    return {"answer": answer, "pid": os.getpid()}
+
+
+@sio.event
+def emit_with_ack(sid, data):
+    """emit() with a callback, acknowledged by a client that may live on another worker."""
+    from gevent.event import AsyncResult
+
+    result = AsyncResult()
+    sio.emit("question", data["question"], to=data["to"], callback=lambda *args: result.set(list(args)))
+    return {"answer": result.get(timeout=10)}
+
+
+def plain_wsgi(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"plain route from {os.getpid()}".encode()]
+
+
+wsgi = socketio.WSGIApp(sio, plain_wsgi)

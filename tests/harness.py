@@ -1,0 +1,245 @@
+"""Real processes for integration tests: gunicorn on a free loopback port, clients.
+
+Everything started here is stopped by pid; waits poll with a deadline.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import requests
+import socketio
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_CONF = REPO / "example_confs" / "barrel_conf.py"
+BROADCASTER_MODULE = "gunicorn_barrel.bus.broadcaster"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def children_of(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _ppid(int(entry)) == pid and pid_alive(int(entry)):
+            kids.append(int(entry))
+    return kids
+
+
+def processes_matching(text: str) -> list[int]:
+    """Live pids whose command line contains ``text`` (used to look, never to kill)."""
+    return [
+        int(e) for e in os.listdir("/proc")
+        if e.isdigit() and text in _cmdline(int(e)) and pid_alive(int(e))
+    ]
+
+
+class Gunicorn:
+    """One gunicorn instance running an app with the barrel example config."""
+
+    def __init__(
+        self,
+        app: str = "tests.apps.sio_app:wsgi",
+        workers: int = 4,
+        extra_args: tuple[str, ...] = (),
+        conf: Path = EXAMPLE_CONF,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        self.log_path = log_path or Path(f"/tmp/barrel-test-gunicorn-{self.port}.log")
+        self.cmd = [
+            sys.executable, "-m", "gunicorn", "-c", str(conf), "-w", str(workers),
+            "-b", f"127.0.0.1:{self.port}", "--chdir", str(REPO), "--no-control-socket",
+            "--graceful-timeout", "5", *extra_args, app,
+        ]
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_pids: set[int] = set()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 30.0) -> Gunicorn:
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        log.close()
+        wait_for(self._serving, timeout, f"gunicorn on {self.url} (log: {self.log_path})")
+        wait_for(lambda: len(self.worker_pids()) == self.workers, timeout, "all workers booted")
+        self.remember_pids()
+        return self
+
+    def _serving(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            return requests.get(self.url + "/ready-check", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def worker_pids(self) -> list[int]:
+        return [p for p in children_of(self.pid) if BROADCASTER_MODULE not in _cmdline(p)]
+
+    def broadcaster_pids(self) -> list[int]:
+        return [p for p in children_of(self.pid) if BROADCASTER_MODULE in _cmdline(p)]
+
+    def broadcaster_pid(self) -> int:
+        pids = wait_for(self.broadcaster_pids, 10, "a broadcaster")
+        assert len(pids) == 1, f"expected one broadcaster, found {pids}"
+        return int(pids[0])
+
+    def remember_pids(self) -> None:
+        """Record every process of this instance, so stop() can kill leftovers by pid."""
+        self.started_pids.update(children_of(self.pid))
+
+    def runtime_dir(self) -> str:
+        cmd = _cmdline(self.broadcaster_pid()).split()
+        return cmd[cmd.index("--runtime-dir") + 1]
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.remember_pids()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for pid in self.started_pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@contextmanager
+def gunicorn(**kwargs: Any) -> Iterator[Gunicorn]:
+    server = Gunicorn(**kwargs)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+class Client:
+    """A python-socketio client that records what it receives."""
+
+    def __init__(self, url: str, transports: list[str] | None = None, path: str = "socket.io") -> None:
+        self.sio = socketio.Client(reconnection_delay=0.1, reconnection_delay_max=0.5)
+        self.received: dict[str, list[Any]] = defaultdict(list)
+        self.lock = threading.Lock()
+        self.pid: int | None = None
+        self.sid: str | None = None
+        self.answer = "42"
+        for event in ("news", "direct", "room_news"):
+            self.sio.on(event, self._recorder(event))
+        self.sio.on("question", self._answer)
+        self.sio.on("connect", self._on_connect)
+        self.sio.connect(url, transports=transports or ["websocket"], socketio_path=path, wait_timeout=10)
+        self._identify()
+
+    def _recorder(self, event: str) -> Callable[[Any], None]:
+        def record(data: Any) -> None:
+            with self.lock:
+                self.received[event].append(data)
+
+        return record
+
+    def _answer(self, question: Any) -> str:
+        with self.lock:
+            self.received["question"].append(question)
+        return f"{self.answer} from {self.pid}"
+
+    def _on_connect(self) -> None:
+        self.connects = getattr(self, "connects", 0) + 1
+
+    def _identify(self) -> None:
+        me = self.sio.call("whoami", None, timeout=10)
+        self.pid, self.sid = me["pid"], me["sid"]
+
+    def got(self, event: str) -> list[Any]:
+        with self.lock:
+            return list(self.received[event])
+
+    def call(self, event: str, data: Any = None, timeout: float = 15) -> Any:
+        return self.sio.call(event, data, timeout=timeout)
+
+    def close(self) -> None:
+        try:
+            self.sio.disconnect()
+        except Exception:
+            pass
+
+
+def spread_clients(
+    url: str, workers: int, per_worker: int = 2, max_clients: int = 120, **kwargs: Any
+) -> list[Client]:
+    """Connect clients until every worker holds at least ``per_worker`` of them."""
+    clients: list[Client] = []
+    while len(clients) < max_clients:
+        clients.append(Client(url, **kwargs))
+        counts = Counter(c.pid for c in clients)
+        if len(counts) == workers and min(counts.values()) >= per_worker:
+            return clients
+    counts = Counter(c.pid for c in clients)
+    for c in clients:
+        c.close()
+    raise AssertionError(f"{max_clients} clients did not spread over {workers} workers: {counts}")
