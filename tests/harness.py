@@ -23,6 +23,7 @@ import socketio
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_CONF = REPO / "example_confs" / "barrel_conf.py"
 BROADCASTER_MODULE = "gunicorn_barrel.bus.broadcaster"
+GUNICORN_SCRIPT = str(Path(sys.executable).parent / "gunicorn")
 
 
 def free_port() -> int:
@@ -100,8 +101,11 @@ class Gunicorn:
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
         self.log_path = log_path or Path(f"/tmp/barrel-test-gunicorn-{self.port}.log")
+        # The console script, not `python -m gunicorn`: on USR2 gunicorn
+        # re-execs sys.argv, and `python .../gunicorn/__main__.py` would put
+        # gunicorn's package dir first on sys.path (its `http` shadows the stdlib's).
         self.cmd = [
-            sys.executable, "-m", "gunicorn", "-c", str(conf), "-w", str(workers),
+            GUNICORN_SCRIPT, "-c", str(conf), "-w", str(workers),
             "-b", f"127.0.0.1:{self.port}", "--chdir", str(REPO), "--no-control-socket",
             "--graceful-timeout", "5", *extra_args, app,
         ]

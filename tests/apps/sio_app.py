@@ -85,6 +85,18 @@ def emit_with_ack(sid, data):
     return {"answer": result.get(timeout=10)}
 
 
+@sio.event
+def broadcast_big(sid, size):
+    """Emit a payload of ``size`` bytes: over the frame limit it must fail loudly, reaching no one."""
+    from gunicorn_barrel.bus.wire import FrameTooLarge
+
+    try:
+        sio.emit("news", {"big": b"x" * size})
+    except FrameTooLarge as exc:
+        return {"error": str(exc)}
+    return "ok"
+
+
 def plain_wsgi(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [f"plain route from {os.getpid()}".encode()]
