@@ -115,11 +115,16 @@ def chain(barrel_hook: Callable[..., None], user_hook: Any, barrel_first: bool =
 def install(namespace: MutableMapping[str, Any], **settings: object) -> None:
     """Validate barrel ``settings`` and add the barrel hooks to a config namespace."""
     barrel_settings.resolve(settings)  # fail at config load, with the setting's name
-    _overrides.clear()
-    _overrides.update(settings)
+    installed = {}
     for name, (hook, barrel_first) in _HOOKS.items():
         existing = namespace.get(name)
-        if existing is None or existing is hook or getattr(existing, "__barrel_hook__", False):
-            namespace[name] = hook
+        if existing is None or existing is hook:
+            installed[name] = hook
+        elif getattr(existing, "__barrel_hook__", False):
+            installed[name] = existing  # install() ran before: already chained
         else:
-            namespace[name] = chain(hook, existing, barrel_first)
+            installed[name] = chain(hook, existing, barrel_first)
+    # Change nothing until every hook was accepted.
+    namespace.update(installed)
+    _overrides.clear()
+    _overrides.update(settings)

@@ -162,16 +162,19 @@ def resolve(
     for name in overrides:
         if name not in _BY_NAME:
             raise _unknown(name, "config file")
+    known_env = {setting.env for setting in SETTINGS}
     for key in environ:
-        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower() not in _BY_NAME:
+        if key.startswith(ENV_PREFIX) and key not in known_env:
             raise _unknown(key[len(ENV_PREFIX):].lower(), f"environment variable {key}")
     for setting in SETTINGS:
+        # Validate the config file's value even when the environment wins,
+        # so a typo there does not wait for the day the variable is unset.
+        if setting.name in overrides:
+            values[setting.name] = _parse_one(setting, overrides[setting.name], "config file")
         if setting.env in environ:
             values[setting.name] = _parse_one(setting, environ[setting.env], setting.env)
-        elif setting.name in overrides:
-            values[setting.name] = _parse_one(setting, overrides[setting.name], "config file")
-        else:
-            values[setting.name] = setting.default()
+        elif setting.name not in values:
+            values[setting.name] = _parse_one(setting, setting.default(), "default")
     return BarrelSettings(**values)
 
 

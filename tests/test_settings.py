@@ -174,10 +174,6 @@ def test_unknown_barrel_env_var() -> None:
     assert KNOWN_LIST in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a lower-case BARREL_ env var passes the unknown-name check but is never read",
-)
 def test_lower_case_env_var_is_applied_or_refused() -> None:
     try:
         resolved = resolve(environ={"BARREL_max_frame_size": "4096"})

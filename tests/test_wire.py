@@ -254,10 +254,6 @@ def test_non_string_map_keys(payload: dict) -> None:
         wire.decode(_parts(payload), BIG)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: strict_map_key=True still admits bytes keys, so a non-string-keyed map decodes",
-)
 def test_bytes_map_keys_are_refused() -> None:
     with pytest.raises(wire.MalformedFrame):
         wire.decode(_parts({b"key": 1}), BIG)
@@ -270,10 +266,6 @@ def test_msgpack_ext_types_are_refused(code: int) -> None:
         wire.decode(parts, BIG)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the timestamp extension (-1) bypasses ext_hook and decodes to msgpack.Timestamp",
-)
 def test_msgpack_timestamp_ext_is_refused() -> None:
     with pytest.raises(wire.MalformedFrame):
         wire.decode(_parts({"t": msgpack.Timestamp(1, 0)}), BIG)
@@ -355,10 +347,6 @@ def test_channel_over_255_bytes_at_encode(channel: str) -> None:
         wire.encode(wire.Frame(channel, ORIGIN, 1, {}), BIG)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: encode packs payloads (non-str keys, ext types) that decode then refuses",
-)
 @pytest.mark.parametrize(
     "payload", [{"m": {1: "x"}}, {"x": msgpack.ExtType(5, b"d")}], ids=["int-key", "ext-type"]
 )
@@ -367,9 +355,6 @@ def test_encode_refuses_what_decode_refuses(payload: dict) -> None:
         wire.encode(wire.Frame("room", ORIGIN, 1, payload), BIG)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: a str origin or a float seq escapes as struct.error, not WireError"
-)
 @pytest.mark.parametrize(("origin", "seq"), [("x" * 16, 1), (ORIGIN, 1.5)], ids=["str-origin", "float-seq"])
 def test_encode_wrong_field_types_raise_wire_error(origin: Any, seq: Any) -> None:
     with pytest.raises(wire.WireError):

@@ -27,6 +27,7 @@ VERSION = 1
 _HEADER = struct.Struct("!3sBBB16sQ")
 HEADER_SIZE = _HEADER.size
 MAX_CHANNEL_BYTES = 255
+MAX_DEPTH = 100
 
 
 class WireError(ValueError):
@@ -59,15 +60,49 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise MalformedFrame(f"msgpack extension type {code} is not allowed")
 
 
+_SCALARS = (str, bytes, int, float, bool, type(None))
+
+
+def _check_values(value: Any, error: type[WireError], depth: int = 0) -> None:
+    """Allow JSON-like data plus bytes: maps with string keys, lists, scalars.
+
+    The same rule at both ends, so a sender never emits what receivers refuse.
+    """
+    if isinstance(value, _SCALARS):
+        return
+    if depth >= MAX_DEPTH:
+        raise error(f"payload nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, msgpack.ExtType):
+        raise error("msgpack extension types cannot travel on the bus")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise error(f"map keys must be strings, got {type(key).__name__}")
+            _check_values(item, error, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_values(item, error, depth + 1)
+    else:
+        raise error(f"values of type {type(value).__name__} cannot travel on the bus")
+
+
 def encode(frame: Frame, max_size: int) -> list[bytes]:
     """Encode ``frame`` into zeromq message parts; raise WireError if it cannot be."""
     topic = _encode_channel(frame.channel)
+    if not isinstance(frame.origin, bytes):
+        raise WireError(f"origin must be 16 bytes, got {type(frame.origin).__name__}")
     if len(frame.origin) != 16:
         raise WireError(f"origin must be 16 bytes, got {len(frame.origin)}")
+    if not isinstance(frame.seq, int):
+        raise WireError(f"seq must be an integer, got {type(frame.seq).__name__}")
     if not 0 <= frame.seq < 2**64:
         raise WireError(f"seq out of range: {frame.seq}")
     if not isinstance(frame.payload, dict):
         raise WireError(f"payload must be a dict, got {type(frame.payload).__name__}")
+    try:
+        _check_values(frame.payload, WireError)
+    except WireError as exc:
+        raise WireError(f"payload cannot be encoded: {exc}") from None
     try:
         packed = msgpack.packb(frame.payload, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -127,7 +162,9 @@ def decode(parts: Sequence[bytes], max_size: int) -> Frame:
     except MalformedFrame:
         raise
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise MalformedFrame(f"payload is not valid msgpack: {exc}") from None
+        reason = str(exc) or type(exc).__name__
+        raise MalformedFrame(f"payload is not valid msgpack: {reason}") from None
     if not isinstance(payload, dict):
         raise MalformedFrame(f"payload must be a map, got {type(payload).__name__}")
+    _check_values(payload, MalformedFrame)
     return Frame(channel=channel, origin=bytes(origin), seq=seq, payload=payload)

@@ -17,7 +17,7 @@ from flask_socketio import SocketIO, disconnect, emit, join_room, leave_room
 from gunicorn_barrel import BarrelManager
 
 app = Flask(__name__)
-socketio = SocketIO(app, async_mode="gevent")
+socketio = SocketIO(app, async_mode="gevent", client_manager=BarrelManager())
 
 
 def _sid() -> str:

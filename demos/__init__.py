@@ -1,0 +1,1 @@
+"""Demo applications for gunicorn_barrel (run from the repository root)."""

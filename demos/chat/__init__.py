@@ -1,0 +1,1 @@
+"""Chat rooms over several gunicorn workers: see app.py."""

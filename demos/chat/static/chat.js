@@ -1,0 +1,99 @@
+// Chat page client: socket.io over WebSocket only (gunicorn's workers share
+// one listening socket, so long-polling requests of one session could reach
+// different workers).
+(function () {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const status = $("status");
+  const log = $("log");
+  const nickInput = $("nick");
+  const roomInput = $("room");
+  const leaveButton = $("leave");
+  const textInput = $("text");
+  const sendButton = $("send");
+
+  if (typeof io !== "function") {
+    status.textContent = "socket.io client missing: run `npm ci` in the repository root";
+    return;
+  }
+
+  const socket = io({ transports: ["websocket"] });
+  let joined = null; // {room, nick} while in a room
+
+  function line(className, parts) {
+    const li = document.createElement("li");
+    li.className = className;
+    for (const [cls, text] of parts) {
+      const span = document.createElement("span");
+      if (cls) span.className = cls;
+      span.textContent = text; // never innerHTML: messages come from other people
+      li.appendChild(span);
+    }
+    const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    log.appendChild(li);
+    if (atBottom) log.scrollTop = log.scrollHeight;
+  }
+
+  function setJoined(value) {
+    joined = value;
+    leaveButton.disabled = !value;
+    textInput.disabled = sendButton.disabled = !value;
+    textInput.placeholder = value ? `message to #${value.room}` : "join a room to chat";
+  }
+
+  function join(room, nick) {
+    socket.emit("join", { room, nick }, (reply) => {
+      if (!reply.ok) {
+        line("error", [[null, reply.error]]);
+        return;
+      }
+      setJoined({ room: reply.room, nick: reply.nick });
+      textInput.focus();
+    });
+  }
+
+  socket.on("hello", (me) => {
+    status.className = "";
+    status.textContent = `connected to worker pid ${me.pid}`;
+    // A reconnect may land on another worker, which knows nothing of our room.
+    if (joined) join(joined.room, joined.nick);
+  });
+
+  socket.on("disconnect", (reason) => {
+    status.className = "offline";
+    status.textContent = `disconnected (${reason}), reconnecting…`;
+  });
+
+  socket.on("connect_error", (err) => {
+    status.className = "offline";
+    status.textContent = `cannot connect: ${err.message}`;
+  });
+
+  socket.on("chat", (msg) => {
+    line("", [["nick", msg.nick], [null, `: ${msg.text} `], ["pid", `(via worker ${msg.pid})`]]);
+  });
+
+  socket.on("system", (msg) => {
+    line("system", [[null, `#${msg.room}: ${msg.text} `], ["pid", `(via worker ${msg.pid})`]]);
+  });
+
+  $("join-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    join(roomInput.value, nickInput.value);
+  });
+
+  leaveButton.addEventListener("click", () => {
+    socket.emit("leave", null, () => setJoined(null));
+  });
+
+  $("say-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = textInput.value;
+    if (!text.trim()) return;
+    socket.emit("say", { text }, (reply) => {
+      if (reply.ok) textInput.value = "";
+      else line("error", [[null, reply.error]]);
+    });
+  });
+})();
