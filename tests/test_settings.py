@@ -238,7 +238,7 @@ def test_runtime_dir_too_long_for_unix_sockets(tmp_path: Path) -> None:
     path = tmp_path
     while len(str(path).encode()) <= 60:
         path = path / "longer-directory-name"
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, exist_ok=True)
     with pytest.raises(SettingsError) as info:
         resolve(environ={"BARREL_RUNTIME_DIR": str(path)})
     message = str(info.value)
