@@ -12,7 +12,8 @@ after them): the user's startup hooks run after barrel's, so they can use the
 bus; the user's exit hooks run before barrel's, so they still can.
 
 What runs where:
-    on_starting       arbiter  create the runtime dir, launch and supervise the broadcaster
+    on_starting       arbiter  create the runtime dir, launch and supervise the broadcaster,
+                               make the key that signs session ids
     post_worker_init  worker   connect this worker's bus client (after gevent patching)
     worker_exit       worker   close the bus client
     on_reload         arbiter  (HUP) apply reloaded settings; the broadcaster stays
@@ -28,6 +29,7 @@ from typing import Any
 
 from gunicorn.config import validate_callable
 
+from gunicorn_barrel import routing
 from gunicorn_barrel import settings as barrel_settings
 from gunicorn_barrel.bus import client as bus_client
 from gunicorn_barrel.sidecar import BroadcasterSupervisor
@@ -50,9 +52,15 @@ def supervisor() -> BroadcasterSupervisor | None:
     return _supervisor
 
 
+def runtime_dir() -> str | None:
+    """This instance's private runtime directory (inherited by workers)."""
+    return _supervisor.runtime_dir if _supervisor is not None else None
+
+
 def on_starting(server: Any) -> None:
     global _active, _supervisor
     _active = barrel_settings.resolve(_overrides)
+    routing.set_secret(os.urandom(32))
     if _supervisor is None:
         _supervisor = BroadcasterSupervisor(_active, server.log, server.cfg.uid, server.cfg.gid)
         _supervisor.start()

@@ -1,9 +1,14 @@
 """gunicorn worker classes for socket.io apps shared across workers.
 
-``BarrelWorker`` is gunicorn's gevent worker plus three things: WebSocket
-through simple-websocket (never gevent-websocket), the deflate policy from the
-barrel settings, and dying with the arbiter (PR_SET_PDEATHSIG) so that no
-worker lingers after the arbiter is SIGKILLed.
+``BarrelWorker`` is gunicorn's gevent worker plus:
+- session routing: each request is looked at (peeked, not read) before it is
+  parsed; one for an engine.io session held by another worker is handed to
+  that worker with its connection (``routing``, ``handoff``), so long-polling
+  and the polling-to-WebSocket upgrade work on any number of workers;
+- WebSocket through simple-websocket (never gevent-websocket), with the
+  deflate policy from the barrel settings;
+- dying with the arbiter (PR_SET_PDEATHSIG), so no worker lingers after the
+  arbiter is SIGKILLed.
 """
 from __future__ import annotations
 
@@ -13,9 +18,12 @@ import signal
 import sys
 from typing import Any
 
+from gunicorn.http2 import negotiation
 from gunicorn.workers.ggevent import GeventWorker
 
-from gunicorn_barrel import hooks
+from gunicorn_barrel import hooks, routing
+from gunicorn_barrel.handoff import HandoffReceiver, HandoffSender
+from gunicorn_barrel.serve import serve_one_request
 from gunicorn_barrel.websocket import deflate_policy, use_simple_websocket
 
 _PR_SET_PDEATHSIG = 1
@@ -23,6 +31,9 @@ _PR_SET_PDEATHSIG = 1
 
 class BarrelWorker(GeventWorker):
     """The gevent worker for socket.io apps served by several gunicorn workers."""
+
+    handoff_in: HandoffReceiver | None = None
+    handoff_out: HandoffSender | None = None
 
     @classmethod
     def setup(cls) -> None:
@@ -40,6 +51,9 @@ class BarrelWorker(GeventWorker):
                 "`from gunicorn_barrel import hooks; hooks.install(globals())` "
                 "to your gunicorn config (see example_confs/barrel_conf.py)"
             )
+        if cfg.is_ssl:
+            log.warning("barrel: with gunicorn's own TLS, long-polling is not routed across "
+                        "workers; terminate TLS in front of gunicorn or use WebSocket-only clients")
 
     def init_process(self) -> None:
         _terminate_with_parent(self.ppid)
@@ -48,12 +62,64 @@ class BarrelWorker(GeventWorker):
     def patch(self) -> None:
         super().patch()
         use_simple_websocket()  # after gevent has patched ssl and sockets
+        routing.tag_engineio_sessions()
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
         settings = hooks.active_settings()
         allow = settings.websocket_deflate if settings is not None else False
         self.wsgi = deflate_policy(self.wsgi, allow)
+
+    def run(self) -> None:
+        runtime_dir = hooks.runtime_dir()
+        if runtime_dir is not None and not self.cfg.is_ssl:
+            self.handoff_out = HandoffSender(runtime_dir)
+            self.handoff_in = HandoffReceiver(runtime_dir, self._adopt)
+        try:
+            super().run()
+        finally:
+            if self.handoff_in is not None:
+                self.handoff_in.close()
+            if self.handoff_out is not None:
+                self.handoff_out.close()
+
+    def _adopt(self, client: Any, addr: Any, listener_index: int) -> None:
+        """Serve a connection another worker handed over, as if accepted here."""
+        if not 0 <= listener_index < len(self.sockets):
+            client.close()
+            return
+        import gevent
+
+        gevent.spawn(self.handle, self.sockets[listener_index], client, addr)
+
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        client.setblocking(1)
+        if self.handoff_out is None or negotiation.prior_knowledge_allowed(self.cfg, addr):
+            return super().handle(listener, client, addr)
+        self._handle_routed(listener, client, addr)
+
+    def _handle_routed(self, listener: Any, client: Any, addr: Any) -> None:
+        assert self.handoff_out is not None
+        listener_index = self.sockets.index(listener) if listener in self.sockets else 0
+        listener_name = listener.getsockname()
+        try:
+            while self.alive:
+                line = None
+                with self.timeout_ctx():
+                    line = routing.peek_request_line(client)
+                if line is None:
+                    return
+                owner = routing.owner_of_request(line)
+                if owner is not None and owner != self.pid:
+                    if self.handoff_out.send(owner, client, addr, listener_index):
+                        return
+                    # The owner is gone: engine.io here answers "unknown session".
+                if not serve_one_request(self, listener_name, client, addr):
+                    return
+        except OSError as exc:
+            self.log.debug("connection error: %s", exc)
+        finally:
+            client.close()
 
 
 def _terminate_with_parent(parent_pid: int) -> None:
