@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -95,20 +96,28 @@ class HandoffSender:
     def send(self, owner_pid: int, client: socket.socket, addr: Any, listener_index: int) -> bool:
         """Hand ``client`` to worker ``owner_pid``; False if that worker is not there."""
         meta = json.dumps({"addr": addr, "listener": listener_index}).encode()
-        try:
-            with gevent.Timeout(_SEND_TIMEOUT):
-                self._sock.sendmsg(
-                    [meta],
-                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [client.fileno()]))],
-                    0,
-                    endpoint(self.runtime_dir, owner_pid),
-                )
-        except (OSError, gevent.Timeout) as exc:
-            self.failed += 1
-            log.debug("handoff to %s failed: %r", owner_pid, exc)
-            return False
-        self.sent += 1
-        return True
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [client.fileno()]))]
+        path = endpoint(self.runtime_dir, owner_pid)
+        deadline = time.monotonic() + _SEND_TIMEOUT
+        delay = 0.0005
+        while True:
+            try:
+                # MSG_DONTWAIT: a full owner queue (net.unix.max_dgram_qlen,
+                # often 10) is not signalled as "not writable" on our side, and
+                # gevent's own retry returns 0 without sending: we retry here.
+                self._sock.sendmsg([meta], rights, socket.MSG_DONTWAIT, path)
+                self.sent += 1
+                return True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                gevent.sleep(delay)
+                delay = min(delay * 2, 0.02)
+            except OSError as exc:  # no such worker (gone, or never was)
+                log.debug("handoff to %s failed: %r", owner_pid, exc)
+                break
+        self.failed += 1
+        return False
 
     def close(self) -> None:
         self._sock.close()

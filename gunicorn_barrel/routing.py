@@ -22,6 +22,8 @@ import os
 import secrets
 import socket
 import struct
+import weakref
+from typing import Any
 from urllib.parse import parse_qs
 
 import gevent
@@ -36,6 +38,9 @@ MAX_REQUEST_LINE = 8192
 _PARTIAL_LINE_POLL = 0.005
 
 _secret: bytes | None = None
+# engine.io servers that issued sessions in this process (for their limits)
+_servers: weakref.WeakSet[Any] = weakref.WeakSet()
+ENGINEIO_DEFAULT_MAX_HTTP_BUFFER = 1_000_000
 
 
 def set_secret(secret: bytes) -> None:
@@ -126,7 +131,14 @@ def tag_engineio_sessions() -> None:
     """
     from engineio.base_server import BaseServer
 
-    def generate_id(self: object) -> str:
+    def generate_id(self: BaseServer) -> str:
+        _servers.add(self)
         return new_sid()
 
     BaseServer.generate_id = generate_id  # type: ignore[method-assign]
+
+
+def max_http_buffer_size() -> int:
+    """The largest request body the engine.io servers of this worker accept."""
+    sizes = [getattr(server, "max_http_buffer_size", 0) or 0 for server in list(_servers)]
+    return max(sizes, default=ENGINEIO_DEFAULT_MAX_HTTP_BUFFER) or ENGINEIO_DEFAULT_MAX_HTTP_BUFFER

@@ -1,4 +1,4 @@
-"""WebSocket under gunicorn's gevent worker: simple-websocket, with a deflate policy.
+"""WebSocket under gunicorn's gevent worker: simple-websocket, never gevent-websocket.
 
 engineio's gevent driver switches to gevent-websocket whenever that package
 imports, and then fails under gunicorn (it needs ``environ['wsgi.websocket']``,
@@ -7,10 +7,7 @@ simple-websocket over ``environ['gunicorn.socket']`` in every case.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any
-
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def use_simple_websocket() -> None:
@@ -37,19 +34,3 @@ def use_simple_websocket() -> None:
     # Mutate in place: servers created before this call (--preload) hold a
     # reference to this very dict.
     engineio_gevent._async["websocket"] = GeventSimpleWebSocket
-
-
-def deflate_policy(app: WSGIApp, allow_deflate: bool) -> WSGIApp:
-    """Wrap ``app`` so WebSocket handshakes do not negotiate permessage-deflate.
-
-    simple-websocket accepts any deflate offer; hiding the offer is the one
-    lever that does not depend on its internals.
-    """
-    if allow_deflate:
-        return app
-
-    def without_deflate(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
-        return app(environ, start_response)
-
-    return without_deflate

@@ -24,7 +24,8 @@ from gunicorn.workers.ggevent import GeventWorker
 from gunicorn_barrel import hooks, routing
 from gunicorn_barrel.handoff import HandoffReceiver, HandoffSender
 from gunicorn_barrel.serve import serve_one_request
-from gunicorn_barrel.websocket import deflate_policy, use_simple_websocket
+from gunicorn_barrel.engineio_requests import engineio_requests
+from gunicorn_barrel.websocket import use_simple_websocket
 
 _PR_SET_PDEATHSIG = 1
 
@@ -68,7 +69,7 @@ class BarrelWorker(GeventWorker):
         super().load_wsgi()
         settings = hooks.active_settings()
         allow = settings.websocket_deflate if settings is not None else False
-        self.wsgi = deflate_policy(self.wsgi, allow)
+        self.wsgi = engineio_requests(self.wsgi, allow, routing.max_http_buffer_size)
 
     def run(self) -> None:
         runtime_dir = hooks.runtime_dir()

@@ -119,7 +119,10 @@ class Gunicorn:
         return self.proc.pid
 
     def start(self, timeout: float = 30.0) -> Gunicorn:
-        log = open(self.log_path, "wb")
+        # O_APPEND: gunicorn's processes share this file; without it their
+        # writes land at stale offsets and overwrite each other.
+        self.log_path.write_bytes(b"")
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         log.close()
         wait_for(self._serving, timeout, f"gunicorn on {self.url} (log: {self.log_path})")
@@ -218,6 +221,14 @@ class Client:
     def _identify(self) -> None:
         me = self.sio.call("whoami", None, timeout=10)
         self.pid, self.sid = me["pid"], me["sid"]
+
+    def reidentify(self) -> int | None:
+        """Ask again which worker holds this client (after a reconnect); None if not connected."""
+        try:
+            self._identify()
+        except Exception:
+            return None
+        return self.pid
 
     def got(self, event: str) -> list[Any]:
         with self.lock:

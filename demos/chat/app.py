@@ -19,9 +19,9 @@ Events (server -> client):
     chat   {"room", "nick", "text", "pid"}   a message in the client's room
     system {"room", "text", "pid"}           someone joined or left the room
 
-The browser client must use the WebSocket transport only (see static/chat.js):
-long-polling needs every request of a session to reach the same worker, which
-gunicorn's shared listening socket does not guarantee.
+static/chat.js asks for the WebSocket transport only: each session is then one
+connection, held by one worker from its first request. (Long-polling makes
+many requests per session, and each of them must reach the worker holding it.)
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def whoami(sid: str, _data: Any = None) -> dict[str, Any]:
 
 
 @sio.event
-def join(sid: str, data: Any) -> dict[str, Any]:
+def join(sid: str, data: Any = None) -> dict[str, Any]:
     data = data if isinstance(data, dict) else {}
     room = _clean(data.get("room"), MAX_ROOM)
     nick = _clean(data.get("nick"), MAX_NICK)
@@ -126,7 +126,7 @@ def leave(sid: str, _data: Any = None) -> dict[str, Any]:
 
 
 @sio.event
-def say(sid: str, data: Any) -> dict[str, Any]:
+def say(sid: str, data: Any = None) -> dict[str, Any]:
     text = _clean(data.get("text") if isinstance(data, dict) else None, MAX_TEXT)
     if text is None:
         return {"ok": False, "error": f"text: 1 to {MAX_TEXT} characters"}

@@ -103,3 +103,5 @@ def plain_wsgi(environ, start_response):
 
 
 wsgi = socketio.WSGIApp(sio, plain_wsgi)
+# The same socket.io server under a custom path, beside the plain WSGI app.
+wsgi_custom_path = socketio.WSGIApp(sio, plain_wsgi, socketio_path="custom/rt")

@@ -1,6 +1,6 @@
-// Chat page client: socket.io over WebSocket only (gunicorn's workers share
-// one listening socket, so long-polling requests of one session could reach
-// different workers).
+// Chat page client: socket.io over WebSocket only, so that each session is a
+// single connection held by one gunicorn worker from its first request
+// (long-polling makes many requests, each of which must reach that worker).
 (function () {
   "use strict";
 
