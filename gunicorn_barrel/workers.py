@@ -18,6 +18,8 @@ import signal
 import sys
 from typing import Any
 
+import gevent
+
 from gunicorn.http2 import negotiation
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -72,6 +74,9 @@ class BarrelWorker(GeventWorker):
         self.wsgi = engineio_requests(self.wsgi, allow, routing.max_http_buffer_size)
 
     def run(self) -> None:
+        # Listener names are read now: a worker that is stopping closes its
+        # listeners, but still serves connections handed to it.
+        self._listener_names = [s.getsockname() for s in self.sockets]
         runtime_dir = hooks.runtime_dir()
         if runtime_dir is not None and not self.cfg.is_ssl:
             self.handoff_out = HandoffSender(runtime_dir)
@@ -86,25 +91,26 @@ class BarrelWorker(GeventWorker):
 
     def _adopt(self, client: Any, addr: Any, listener_index: int) -> None:
         """Serve a connection another worker handed over, as if accepted here."""
-        if not 0 <= listener_index < len(self.sockets):
+        if not 0 <= listener_index < len(self._listener_names):
             client.close()
             return
-        import gevent
-
-        gevent.spawn(self.handle, self.sockets[listener_index], client, addr)
+        gevent.spawn(self._handle_routed, listener_index, client, addr)
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         client.setblocking(1)
         if self.handoff_out is None or negotiation.prior_knowledge_allowed(self.cfg, addr):
             return super().handle(listener, client, addr)
-        self._handle_routed(listener, client, addr)
+        self._handle_routed(self.sockets.index(listener), client, addr)
 
-    def _handle_routed(self, listener: Any, client: Any, addr: Any) -> None:
+    def _handle_routed(self, listener_index: int, client: Any, addr: Any) -> None:
+        """Serve requests of a connection one at a time, handing it on when one belongs elsewhere."""
         assert self.handoff_out is not None
-        listener_index = self.sockets.index(listener) if listener in self.sockets else 0
-        listener_name = listener.getsockname()
+        listener_name = self._listener_names[listener_index]
         try:
-            while self.alive:
+            # No `while self.alive`: a request that reached us is served even
+            # while the worker is stopping (gunicorn then answers with
+            # "Connection: close"), as gunicorn's own loop does.
+            while True:
                 line = None
                 with self.timeout_ctx():
                     line = routing.peek_request_line(client)

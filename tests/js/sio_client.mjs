@@ -1,0 +1,86 @@
+// N socket.io-client v4 clients for tests/test_js_client.py, driven over stdio as JSON lines.
+//
+//   node tests/js/sio_client.mjs URL polling|default COUNT TIMEOUT_SECONDS
+//
+// Prints {"type":"ready","clients":[{index,pid,sid,transport}...]} once all are
+// connected and identified, then answers commands read from stdin, one a line:
+//   {"cmd":"news?"}       -> {"type":"news","news":[[payloads of client 0], ...]}
+//   {"cmd":"transports?"} -> {"type":"transports","transports":[names],"sids":[socket ids]}
+//   {"cmd":"exit"}        -> disconnects all, exits 0 (so does the end of stdin)
+// A connect error, a failed whoami, a startup timeout or a bad command print
+// {"type":"error",...} and exit 1. Run with cwd = the repo, so node_modules resolves.
+import { createInterface } from "node:readline";
+import { io } from "socket.io-client";
+
+const [url, mode, countArg, timeoutArg] = process.argv.slice(2);
+const count = Number(countArg);
+const timeoutMs = Number(timeoutArg) * 1000;
+
+const say = (message) => process.stdout.write(JSON.stringify(message) + "\n");
+const fail = (reason, detail = {}) => {
+  say({ type: "error", reason, ...detail });
+  process.exit(1);
+};
+
+if (!url || !["polling", "default"].includes(mode) || !(count > 0) || !(timeoutMs > 0)) {
+  fail("usage: sio_client.mjs URL polling|default COUNT TIMEOUT_SECONDS", { argv: process.argv.slice(2) });
+}
+
+const startup = setTimeout(() => fail("startup timeout", { seconds: timeoutMs / 1000 }), timeoutMs);
+
+async function connect(index) {
+  const options = { forceNew: true, reconnection: true };
+  if (mode === "polling") options.transports = ["polling"];
+  const socket = io(url, options);
+  const client = { index, socket, pid: null, sid: null, news: [] };
+  socket.on("connect_error", (err) =>
+    fail("connect_error", { index, message: String(err?.message), description: String(err?.description ?? "") }));
+  socket.on("question", (_question, ack) => ack(`js ${client.pid}`));
+  socket.on("news", (payload) => client.news.push(payload));
+  await new Promise((resolve) => socket.once("connect", resolve));
+  const me = await socket.timeout(10000).emitWithAck("whoami", null);
+  client.pid = me.pid;
+  client.sid = me.sid;
+  return client;
+}
+
+let clients;
+try {
+  clients = await Promise.all(Array.from({ length: count }, (_, i) => connect(i)));
+} catch (err) {
+  fail("whoami failed", { message: String(err?.message ?? err) });
+}
+clearTimeout(startup);
+
+const transportOf = (client) => client.socket.io.engine?.transport?.name ?? null;
+say({
+  type: "ready",
+  clients: clients.map((c) => ({ index: c.index, pid: c.pid, sid: c.sid, transport: transportOf(c) })),
+});
+
+const commands = {
+  "news?": () => say({ type: "news", news: clients.map((c) => c.news) }),
+  "transports?": () =>
+    say({ type: "transports", transports: clients.map(transportOf), sids: clients.map((c) => c.socket.id ?? null) }),
+  exit: () => lines.close(),
+};
+
+const lines = createInterface({ input: process.stdin });
+lines.on("line", (line) => {
+  let cmd;
+  try {
+    cmd = JSON.parse(line).cmd;
+  } catch {
+    fail("bad command line", { line });
+  }
+  const handler = commands[cmd];
+  if (!handler) fail("unknown command", { line });
+  handler();
+});
+// On "exit" or when stdin ends (the test is gone): disconnect all, exit 0
+// once the last packets are out, or after 1 s at most.
+lines.on("close", () => {
+  process.stdin.destroy();
+  for (const c of clients) c.socket.disconnect();
+  setTimeout(() => process.exit(0), 1000).unref();
+});

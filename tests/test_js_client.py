@@ -1,0 +1,156 @@
+"""The official JavaScript client (socket.io-client v4, under node) across workers.
+
+gunicorn -w 4 with the example config; tests/js/sio_client.mjs connects 16
+socket.io-client clients, over long-polling only or with the default
+polling-then-WebSocket upgrade, and answers the test's commands as JSON lines.
+A python client on one worker broadcasts and calls JS clients held by others.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import pytest
+
+from tests.harness import REPO, Client, gunicorn, wait_for
+
+NODE = shutil.which("node")
+SCRIPT = REPO / "tests" / "js" / "sio_client.mjs"
+CLIENT_PACKAGE = REPO / "node_modules" / "socket.io-client"
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        NODE is None or not CLIENT_PACKAGE.is_dir(),
+        reason=f"needs `node` on PATH and {CLIENT_PACKAGE} (run `npm ci` in {REPO})",
+    ),
+]
+
+WORKERS = 4
+JS_CLIENTS = 16
+STARTUP_TIMEOUT = 60.0
+
+
+class NodeClients:
+    """tests/js/sio_client.mjs as a subprocess: commands to its stdin, JSON lines from its stdout."""
+
+    def __init__(self, url: str, transports: str, count: int, stderr_path: Path) -> None:
+        assert NODE is not None
+        self.stderr_path = stderr_path
+        with open(stderr_path, "wb") as stderr:
+            self.proc = subprocess.Popen(
+                [NODE, str(SCRIPT), url, transports, str(count), str(STARTUP_TIMEOUT)],
+                cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            )
+        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        assert self.proc.stdout is not None
+        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+
+    def _read(self, stdout: IO[str]) -> None:
+        for line in stdout:
+            try:
+                self.lines.put(json.loads(line))
+            except ValueError:
+                self.lines.put({"type": "unparsable", "line": line})
+        self.lines.put(None)  # EOF
+
+    def expect(self, kind: str, timeout: float) -> dict[str, Any]:
+        """The next message from node, which must be of type ``kind``, within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        try:
+            message = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no {kind!r} from node within {timeout} s{self._stderr()}") from None
+        if message is None:
+            raise AssertionError(f"node exited ({self.proc.poll()}) before {kind!r}{self._stderr()}")
+        assert message.get("type") == kind, f"expected {kind!r} from node, got {message}{self._stderr()}"
+        return message
+
+    def ask(self, cmd: str, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"cmd": cmd}) + "\n")
+        self.proc.stdin.flush()
+        return self.expect(kind, timeout)
+
+    def _stderr(self) -> str:
+        text = self.stderr_path.read_text(errors="replace").strip()
+        return f"\nnode stderr:\n{text[-3000:]}" if text else ""
+
+    def stop(self) -> None:
+        """Ask node to exit; kill it by pid if it does not within 5 s."""
+        try:
+            if self.proc.poll() is None and self.proc.stdin is not None:
+                self.proc.stdin.write(json.dumps({"cmd": "exit"}) + "\n")
+                self.proc.stdin.close()
+            self.proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def __enter__(self) -> NodeClients:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+@pytest.mark.parametrize("transports", ["polling", "default"])
+def test_js_clients_across_workers(transports: str, tmp_path: Path) -> None:
+    with gunicorn(app="tests.apps.sio_app:wsgi", workers=WORKERS) as srv, \
+            NodeClients(srv.url, transports, JS_CLIENTS, tmp_path / "node.stderr") as js:
+        where = f" (gunicorn log: {srv.log_path})"
+        # Any connect error, failed whoami or timeout would come as an error message instead.
+        clients = js.expect("ready", STARTUP_TIMEOUT + 10)["clients"]
+        assert len(clients) == JS_CLIENTS
+        spread = Counter(c["pid"] for c in clients)
+        print(f"{transports}: JS clients per worker pid: {dict(spread)}")
+        assert set(spread) <= set(srv.worker_pids()), where
+        assert len(spread) >= WORKERS - 1, f"JS clients on too few workers: {dict(spread)}{where}"
+        sids = [c["sid"] for c in clients]
+
+        if transports == "default":
+            # The upgrade request lands on any worker and must reach the session's owner.
+            def all_upgraded() -> bool:
+                return all(t == "websocket" for t in js.ask("transports?", "transports")["transports"])
+
+            wait_for(all_upgraded, 20, "every JS client upgraded to websocket" + where, interval=0.2)
+        state = js.ask("transports?", "transports")
+        expected = "websocket" if transports == "default" else "polling"
+        assert state["transports"] == [expected] * JS_CLIENTS, where
+        assert state["sids"] == sids, "a JS client reconnected" + where
+
+        py = Client(srv.url)
+        try:
+            token = {"token": uuid.uuid4().hex}
+            assert py.call("broadcast", token) == "ok"
+
+            def everyone_has(payload: dict[str, str]) -> list[list[Any]] | None:
+                news: list[list[Any]] = js.ask("news?", "news")["news"]
+                return news if all(payload in n for n in news) else None
+
+            wait_for(lambda: everyone_has(token), 20, "the broadcast at every JS client" + where, 0.2)
+            # A duplicate would arrive behind the first copy: after a second
+            # broadcast is seen by all, the first must have been seen once.
+            fence = {"token": uuid.uuid4().hex}
+            assert py.call("broadcast", fence) == "ok"
+            news = wait_for(lambda: everyone_has(fence), 20, "the fence at every JS client" + where, 0.2)
+            counts = [n.count(token) for n in news]
+            assert counts == [1] * JS_CLIENTS, f"copies of the broadcast per JS client: {counts}{where}"
+
+            target = next(c for c in clients if c["pid"] != py.pid)
+            reply = py.call("ask", {"to": target["sid"], "question": "who are you?"}, timeout=20)
+            assert reply == {"answer": f"js {target['pid']}", "pid": py.pid}, where
+        finally:
+            py.close()
+        assert js.ask("transports?", "transports")["sids"] == sids, "a JS client reconnected" + where
