@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import sys
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
@@ -81,6 +82,9 @@ def post_worker_init(worker: Any) -> None:
     if _supervisor is None or _active is None:
         raise RuntimeError("barrel hooks: on_starting did not run in the arbiter")
     bus_client.connect(_supervisor.runtime_dir, _active.max_frame_size)
+    manager = sys.modules.get("gunicorn_barrel.manager")
+    if manager is not None:  # the app created BarrelManagers: subscribe them now
+        manager.attach_all()
 
 
 def worker_exit(server: Any, worker: Any) -> None:

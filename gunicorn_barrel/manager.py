@@ -44,6 +44,17 @@ def _new_host_ids_after_fork() -> None:
 os.register_at_fork(after_in_child=_new_host_ids_after_fork)
 
 
+def attach_all() -> None:
+    """Subscribe every manager of this worker to the bus now, not at its first client.
+
+    zeromq subscriptions take a moment to reach the broadcaster; doing it at
+    worker start means no emit from another worker can pass by unheard.
+    """
+    for manager in list(_instances):
+        if not manager.write_only:
+            manager._attach()
+
+
 class BarrelManager(PubSubManager):  # type: ignore[misc]
     """Client manager that shares emits, rooms, disconnects and acks across workers.
 

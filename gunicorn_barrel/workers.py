@@ -19,14 +19,13 @@ import sys
 from typing import Any
 
 import gevent
-
 from gunicorn.http2 import negotiation
 from gunicorn.workers.ggevent import GeventWorker
 
 from gunicorn_barrel import hooks, routing
+from gunicorn_barrel.engineio_requests import engineio_requests
 from gunicorn_barrel.handoff import HandoffReceiver, HandoffSender
 from gunicorn_barrel.serve import serve_one_request
-from gunicorn_barrel.engineio_requests import engineio_requests
 from gunicorn_barrel.websocket import use_simple_websocket
 
 _PR_SET_PDEATHSIG = 1
@@ -71,7 +70,8 @@ class BarrelWorker(GeventWorker):
         super().load_wsgi()
         settings = hooks.active_settings()
         allow = settings.websocket_deflate if settings is not None else False
-        self.wsgi = engineio_requests(self.wsgi, allow, routing.max_http_buffer_size)
+        app = self.wsgi  # type: ignore[has-type]
+        self.wsgi = engineio_requests(app, allow, routing.max_http_buffer_size)
 
     def run(self) -> None:
         # Listener names are read now: a worker that is stopping closes its

@@ -20,8 +20,9 @@ from types import TracebackType
 from typing import IO, Any
 
 import pytest
+import requests
 
-from tests.harness import REPO, Client, gunicorn, wait_for
+from tests.harness import REPO, Client, Gunicorn, gunicorn, wait_for
 
 NODE = shutil.which("node")
 SCRIPT = REPO / "tests" / "js" / "sio_client.mjs"
@@ -38,6 +39,18 @@ pytestmark = [
 WORKERS = 4
 JS_CLIENTS = 16
 STARTUP_TIMEOUT = 60.0
+
+
+def all_workers_serving(srv: Gunicorn) -> None:
+    """Wait until every worker has answered a plain request (each on a new connection)."""
+    seen: set[int] = set()
+
+    def all_seen() -> bool:
+        body = requests.get(srv.url + "/plain", timeout=5).text
+        seen.add(int(body.rsplit(" ", 1)[1]))
+        return seen >= set(srv.worker_pids())
+
+    wait_for(all_seen, 30, f"every worker serving (seen {seen}; log: {srv.log_path})", interval=0.01)
 
 
 class NodeClients:
@@ -107,8 +120,14 @@ class NodeClients:
 
 @pytest.mark.parametrize("transports", ["polling", "default"])
 def test_js_clients_across_workers(transports: str, tmp_path: Path) -> None:
-    with gunicorn(app="tests.apps.sio_app:wsgi", workers=WORKERS) as srv, \
-            NodeClients(srv.url, transports, JS_CLIENTS, tmp_path / "node.stderr") as js:
+    with gunicorn(app="tests.apps.sio_app:wsgi", workers=WORKERS) as srv:
+        all_workers_serving(srv)
+        with NodeClients(srv.url, transports, JS_CLIENTS, tmp_path / "node.stderr") as js:
+            check_js_clients(srv, js, transports)
+
+
+def check_js_clients(srv: Gunicorn, js: NodeClients, transports: str) -> None:
+    if True:
         where = f" (gunicorn log: {srv.log_path})"
         # Any connect error, failed whoami or timeout would come as an error message instead.
         clients = js.expect("ready", STARTUP_TIMEOUT + 10)["clients"]

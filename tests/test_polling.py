@@ -76,7 +76,9 @@ def _connect_many(url: str, transports: list[str], count: int) -> list[Client]:
     return clients
 
 
-@pytest.fixture(scope="module", params=[["polling"], ["polling", "websocket"]], ids=["polling-only", "default"])
+@pytest.fixture(
+    scope="module", params=[["polling"], ["polling", "websocket"]], ids=["polling-only", "default"]
+)
 def many(server: Gunicorn, request: pytest.FixtureRequest) -> Iterator[list[Client]]:
     clients = _connect_many(server.url, request.param, MANY)
     yield clients

@@ -19,9 +19,9 @@ Events (server -> client):
     chat   {"room", "nick", "text", "pid"}   a message in the client's room
     system {"room", "text", "pid"}           someone joined or left the room
 
-static/chat.js asks for the WebSocket transport only: each session is then one
-connection, held by one worker from its first request. (Long-polling makes
-many requests per session, and each of them must reach the worker holding it.)
+static/chat.js uses socket.io's default transports (long-polling, then the
+upgrade to WebSocket): the barrel worker hands every request of a session to
+the worker holding it, so both work on any number of workers.
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import logging
 import os
 import signal
@@ -87,7 +88,7 @@ class Broadcaster:
             try:
                 ready = poller.poll(_POLL_MS)
             except zmq.ZMQError as exc:
-                if exc.errno == zmq.EINTR:
+                if exc.errno == errno.EINTR:
                     continue
                 raise
             if not ready:

@@ -18,7 +18,7 @@
     return;
   }
 
-  const socket = io({ transports: ["websocket"] });
+  const socket = io(); // long-polling first, then WebSocket: the barrel worker routes both
   let joined = null; // {room, nick} while in a room
 
   function line(className, parts) {
