@@ -266,3 +266,8 @@ def test_reference_table_documents_every_setting() -> None:
         assert setting.doc
         assert f"    {setting.doc}" in table
     assert table.count("``BARREL_") == len(settings.SETTINGS)
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.rst").read_text()
+    assert settings.reference_table().strip() in readme
