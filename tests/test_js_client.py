@@ -12,7 +12,6 @@ import queue
 import shutil
 import subprocess
 import threading
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -78,9 +77,8 @@ class NodeClients:
 
     def expect(self, kind: str, timeout: float) -> dict[str, Any]:
         """The next message from node, which must be of type ``kind``, within ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
         try:
-            message = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            message = self.lines.get(timeout=timeout)
         except queue.Empty:
             raise AssertionError(f"no {kind!r} from node within {timeout} s{self._stderr()}") from None
         if message is None:

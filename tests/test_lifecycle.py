@@ -107,7 +107,8 @@ def test_hup_keeps_exactly_one_broadcaster_and_the_bus_works() -> None:
                  and not set(srv.worker_pids()) & old_workers, 30, "workers replaced after HUP")
         srv.remember_pids()
         assert srv.broadcaster_pids() == [bcast]
-        clients = spread_clients(srv.url, WORKERS, per_worker=1)
+        # long-polling sessions route to the new workers too
+        clients = spread_clients(srv.url, WORKERS, per_worker=1, transports=["polling"])
         try:
             _broadcast_reaches_all(clients)
         finally:
