@@ -81,7 +81,12 @@ def on_reload(server: Any) -> None:
 def post_worker_init(worker: Any) -> None:
     if _supervisor is None or _active is None:
         raise RuntimeError("barrel hooks: on_starting did not run in the arbiter")
-    bus_client.connect(_supervisor.runtime_dir, _active.max_frame_size)
+    bus_client.connect(
+        _supervisor.runtime_dir,
+        _active.max_frame_size,
+        gap_timeout=_active.gap_timeout,
+        max_unacked=_active.max_unacked,
+    )
     manager = sys.modules.get("gunicorn_barrel.manager")
     if manager is not None:  # the app created BarrelManagers: subscribe them now
         manager.attach_all()

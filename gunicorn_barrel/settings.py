@@ -62,6 +62,16 @@ def _float_between(low: float, high: float) -> Callable[[object], float]:
     return parse
 
 
+def _choice(*allowed: str) -> Callable[[object], str]:
+    def parse(raw: object) -> str:
+        value = str(raw).strip().lower()
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {raw!r}")
+        return value
+
+    return parse
+
+
 def _existing_dir(raw: object) -> str:
     path = str(raw)
     if not os.path.isabs(path):
@@ -118,11 +128,42 @@ SETTINGS: tuple[Setting, ...] = (
         "default: on small messages it costs about 5x throughput.",
     ),
     Setting(
+        "gap_timeout",
+        _float_between(0.1, 60.0),
+        lambda: 5.0,
+        "Seconds a worker holds back a sender's later frames while an earlier one "
+        "is missing (it is being resent after a broadcaster restart). After that the "
+        "gap is counted, logged and skipped. Default 5.",
+    ),
+    Setting(
+        "max_unacked",
+        _int_between(100, 10_000_000),
+        lambda: 100_000,
+        "Frames a worker keeps for resending until the broadcaster acknowledges them; "
+        "past it the oldest is dropped and counted (frames_unrecoverable). Default 100000.",
+    ),
+    Setting(
+        "client_queue_limit",
+        _int_between(10, 1_000_000),
+        lambda: 1000,
+        "Packets queued for one client that does not read (or does not poll). At the "
+        "limit, slow_client_policy applies. Default 1000.",
+    ),
+    Setting(
+        "slow_client_policy",
+        _choice("disconnect", "drop_oldest"),
+        lambda: "disconnect",
+        "What happens to a client at client_queue_limit: 'disconnect' closes its "
+        "session and its connection (it reconnects and resynchronises, counted in "
+        "clients_dropped_slow); 'drop_oldest' drops its oldest queued packet for each "
+        "new one (counted in packets_dropped_slow). Default disconnect.",
+    ),
+    Setting(
         "restart_delay",
         _float_between(0.0, 10.0),
         lambda: 0.1,
         "Seconds the supervisor waits before restarting a broadcaster that "
-        "died (doubled on each quick successive crash, up to 2 s).",
+        "died (doubled while it keeps dying within 2 s of its start, up to 2 s).",
     ),
 )
 
@@ -136,6 +177,10 @@ class BarrelSettings:
     runtime_dir: str
     max_frame_size: int
     websocket_deflate: bool
+    gap_timeout: float
+    max_unacked: int
+    client_queue_limit: int
+    slow_client_policy: str
     restart_delay: float
 
 

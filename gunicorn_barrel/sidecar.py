@@ -27,7 +27,7 @@ from gunicorn_barrel.settings import BarrelSettings
 
 _READY_TIMEOUT = 10.0
 _MAX_RESTART_DELAY = 2.0
-_STABLE_AFTER = 10.0
+_STABLE_AFTER = 2.0
 
 
 class Logger(Protocol):

@@ -15,8 +15,11 @@ import pytest
 from gunicorn_barrel import settings
 from gunicorn_barrel.settings import SettingsError, resolve
 
-NAMES = ("runtime_dir", "max_frame_size", "websocket_deflate", "restart_delay")
-KNOWN_LIST = "known settings: max_frame_size, restart_delay, runtime_dir, websocket_deflate"
+NAMES = (
+    "runtime_dir", "max_frame_size", "websocket_deflate", "gap_timeout", "max_unacked",
+    "client_queue_limit", "slow_client_policy", "restart_delay",
+)
+KNOWN_LIST = "known settings: " + ", ".join(sorted(NAMES))
 
 
 @pytest.fixture
@@ -47,6 +50,10 @@ def test_defaults() -> None:
         runtime_dir=tempfile.gettempdir(),
         max_frame_size=1024 * 1024,
         websocket_deflate=False,
+        gap_timeout=5.0,
+        max_unacked=100_000,
+        client_queue_limit=1000,
+        slow_client_policy="disconnect",
         restart_delay=0.1,
     )
     assert resolve({}, environ={}) == resolved
@@ -116,10 +123,11 @@ def test_runtime_dir_of_exactly_60_bytes_is_accepted(short_dir: str) -> None:
 
 def test_all_settings_together(short_dir: str) -> None:
     resolved = resolve(
-        {"runtime_dir": short_dir, "max_frame_size": 2048},
-        environ={"BARREL_WEBSOCKET_DEFLATE": "on", "BARREL_RESTART_DELAY": "1.5"},
+        {"runtime_dir": short_dir, "max_frame_size": 2048, "gap_timeout": 2, "max_unacked": 500},
+        environ={"BARREL_WEBSOCKET_DEFLATE": "on", "BARREL_RESTART_DELAY": "1.5",
+                 "BARREL_CLIENT_QUEUE_LIMIT": "50", "BARREL_SLOW_CLIENT_POLICY": "Drop_Oldest"},
     )
-    assert resolved == settings.BarrelSettings(short_dir, 2048, True, 1.5)
+    assert resolved == settings.BarrelSettings(short_dir, 2048, True, 2.0, 500, 50, "drop_oldest", 1.5)
 
 
 # --------------------------------------------------------------------------- precedence
@@ -185,6 +193,9 @@ def test_lower_case_env_var_is_applied_or_refused() -> None:
 # --------------------------------------------------------------------------- bad values
 
 BAD: list[tuple[str, object, str]] = [
+    ("slow_client_policy", "kick", "expected one of disconnect, drop_oldest, got 'kick'"),
+    ("gap_timeout", "0", "must be between 0.1 and 60.0"),
+    ("client_queue_limit", "5", "must be between 10 and 1000000, got 5"),
     ("max_frame_size", "abc", "expected an integer, got 'abc'"),
     ("max_frame_size", "1.5", "expected an integer"),
     ("max_frame_size", "", "expected an integer"),

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 
@@ -30,7 +31,8 @@ from gunicorn_barrel.bus import endpoints, wire
 log = logging.getLogger("gunicorn_barrel.broadcaster")
 
 _PR_SET_PDEATHSIG = 1
-_POLL_MS = 250
+HEARTBEAT_INTERVAL = 0.05
+_ACK_TTL = 300.0  # forget senders silent this long (bounded heartbeat size)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -52,6 +54,10 @@ class Broadcaster:
         self.max_frame_size = max_frame_size
         self.parent_pid = parent_pid
         self.counters: Counter[str] = Counter()
+        self.epoch = os.urandom(16)
+        # (origin, channel) -> (highest seq published, when)
+        self._published: dict[tuple[bytes, bytes], tuple[int, float]] = {}
+        self._next_heartbeat = 0.0
         self._stopping = False
 
     def stop(self, *_signal: object) -> None:
@@ -85,15 +91,18 @@ class Broadcaster:
             if os.getppid() != self.parent_pid:
                 log.warning("arbiter %s is gone; broadcaster exiting", self.parent_pid)
                 return
+            now = time.monotonic()
+            if now >= self._next_heartbeat:
+                self._heartbeat(pub, now)
+            timeout_ms = max(1, int((self._next_heartbeat - now) * 1000))
             try:
-                ready = poller.poll(_POLL_MS)
+                ready = poller.poll(timeout_ms)
             except zmq.ZMQError as exc:
                 if exc.errno == errno.EINTR:
                     continue
                 raise
-            if not ready:
-                continue
-            self._drain(pull, pub)
+            if ready:
+                self._drain(pull, pub)
 
     def _drain(self, pull: zmq.Socket, pub: zmq.Socket) -> None:
         # Forward everything queued without returning to poll() between frames.
@@ -107,6 +116,8 @@ class Broadcaster:
     def relay(self, parts: Sequence[bytes], pub: zmq.Socket) -> None:
         try:
             wire.check(parts, self.max_frame_size)
+            if parts[0][:1] == b"\x00":
+                raise wire.MalformedFrame("channels starting with NUL are the broadcaster's own")
         except wire.WireError as exc:
             self.counters["frames_refused"] += 1
             if self.counters["frames_refused"] <= 10:
@@ -114,6 +125,19 @@ class Broadcaster:
             return
         pub.send_multipart(parts)
         self.counters["frames_published"] += 1
+        origin, seq = wire.origin_and_seq(parts[1])
+        self._published[(origin, bytes(parts[0]))] = (seq, time.monotonic())
+
+    def _heartbeat(self, pub: zmq.Socket, now: float) -> None:
+        self._next_heartbeat = now + HEARTBEAT_INTERVAL
+        acks = {}
+        for (origin, channel), (seq, at) in list(self._published.items()):
+            if now - at > _ACK_TTL:
+                del self._published[(origin, channel)]
+                continue
+            acks[origin.hex() + "/" + channel.decode("utf-8", "replace")] = seq
+        frame = wire.Frame(wire.HEARTBEAT_CHANNEL, self.epoch, 0, {"acks": acks})
+        pub.send_multipart(wire.encode(frame, 64 * 1024 * 1024))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

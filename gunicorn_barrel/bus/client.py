@@ -2,13 +2,17 @@
 
 Created after fork, in the worker that uses it (never in the arbiter), with
 zmq.green so that waiting on the bus yields to other greenlets. One listener
-greenlet decodes every frame and hands it to the handlers of its channel.
-Closing ends the listener cleanly: ETERM/ENOTSOCK mean "closed", not "retry".
+greenlet decodes every frame, puts each sender's frames in order (``Inbox``)
+and hands them to the handlers of their channel. What this worker sends is
+kept until the broadcaster's heartbeat acknowledges it, and resent to a new
+broadcaster (``Outbox``). Closing ends both greenlets cleanly: ETERM/ENOTSOCK
+mean "closed", not "retry".
 """
 from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -18,12 +22,18 @@ import gevent
 import zmq.green as zmq
 
 from gunicorn_barrel.bus import endpoints, wire
+from gunicorn_barrel.bus.sequencing import Inbox, Outbox
 
 log = logging.getLogger("gunicorn_barrel.bus")
 
 Handler = Callable[[wire.Frame], None]
 
 _CLOSED_ERRNOS = (zmq.ETERM, zmq.ENOTSOCK)
+_TICK = 0.05
+# A frame unacknowledged this long while heartbeats arrive was lost on the
+# way (a full queue): send it again; receivers drop the duplicate.
+_RESEND_AFTER = 1.0
+_BROADCASTER_ALIVE_WITHIN = 0.5
 
 
 class BusClosed(RuntimeError):
@@ -33,13 +43,22 @@ class BusClosed(RuntimeError):
 class BusClient:
     """A worker's connection to the broadcaster."""
 
-    def __init__(self, runtime_dir: str, max_frame_size: int) -> None:
+    def __init__(
+        self,
+        runtime_dir: str,
+        max_frame_size: int,
+        gap_timeout: float = 5.0,
+        max_unacked: int = 100_000,
+    ) -> None:
         self.runtime_dir = runtime_dir
         self.max_frame_size = max_frame_size
         self.origin = uuid.uuid4().bytes
         self.pid = os.getpid()
         self.counters: Counter[str] = Counter()
-        self._seq = 0
+        self.outbox: Outbox[list[bytes]] = Outbox(max_unacked, self.counters)
+        self.inbox: Inbox[wire.Frame] = Inbox(gap_timeout, max_unacked, self.counters)
+        self.epoch: bytes | None = None
+        self._last_heartbeat = 0.0
         self._handlers: dict[str, list[Handler]] = {}
         self._closed = False
         self._ctx = zmq.Context()
@@ -52,12 +71,16 @@ class BusClient:
         self._sub.setsockopt(zmq.MAXMSGSIZE, max_frame_size)
         self._push.setsockopt(zmq.SNDHWM, 100_000)
         self._sub.setsockopt(zmq.RCVHWM, 100_000)
+        self._sub.setsockopt(zmq.SUBSCRIBE, wire.HEARTBEAT_CHANNEL.encode())
         self._push.connect(endpoints.pull_endpoint(runtime_dir))
         self._sub.connect(endpoints.pub_endpoint(runtime_dir))
         self._listener = gevent.spawn(self._listen)
+        self._ticker = gevent.spawn(self._tick)
 
     def subscribe(self, channel: str, handler: Handler) -> None:
         """Call ``handler(frame)`` in the listener greenlet for each frame of ``channel``."""
+        if channel.startswith("\x00"):
+            raise ValueError("channels starting with NUL are reserved for the bus")
         if channel not in self._handlers:
             self._handlers[channel] = []
             # zmq topics match by prefix: subscribe to the exact topic and
@@ -69,23 +92,25 @@ class BusClient:
         """Send ``payload`` to every worker (this one included) subscribed to ``channel``.
 
         Raises wire.FrameTooLarge / wire.WireError for a payload that cannot
-        travel, and BusClosed after close(). Never blocks the worker: when the
-        broadcaster is away, zeromq queues up to the high-water mark.
+        travel, and BusClosed after close(). Never blocks the worker: the
+        frame is kept until acknowledged and resent if it was lost.
         """
         if self._closed:
             raise BusClosed("the barrel bus client is closed")
-        self._seq += 1
-        parts = wire.encode(
-            wire.Frame(channel=channel, origin=self.origin, seq=self._seq, payload=payload),
-            self.max_frame_size,
-        )
+        if channel.startswith("\x00"):
+            raise ValueError("channels starting with NUL are reserved for the bus")
+        seq = self.outbox.next_seq(channel)
+        parts = wire.encode(wire.Frame(channel, self.origin, seq, payload), self.max_frame_size)
+        self.outbox.record(channel, seq, parts, time.monotonic())
+        self.counters["frames_pushed"] += 1
+        self._send(parts)
+
+    def _send(self, parts: list[bytes]) -> None:
         try:
             self._push.send_multipart(parts, zmq.NOBLOCK)
         except zmq.Again:
-            self.counters["frames_dropped_hwm"] += 1
-            log.warning("bus queue full; frame on %s dropped", channel)
-            return
-        self.counters["frames_pushed"] += 1
+            # Kept in the outbox: the resend timer sends it again later.
+            self.counters["push_queue_full"] += 1
 
     def _listen(self) -> None:
         while not self._closed:
@@ -97,15 +122,40 @@ class BusClient:
                 log.error("bus receive failed: %s", exc)
                 gevent.sleep(0.1)  # never spin on a persistent error
                 continue
-            self._dispatch(parts)
+            self._receive(parts)
 
-    def _dispatch(self, parts: list[bytes]) -> None:
+    def _receive(self, parts: list[bytes]) -> None:
         try:
             frame = wire.decode(parts, self.max_frame_size)
         except wire.WireError as exc:
             self.counters["frames_refused"] += 1
             log.warning("bus frame refused: %s", exc)
             return
+        if frame.channel == wire.HEARTBEAT_CHANNEL:
+            self._on_heartbeat(frame)
+            return
+        now = time.monotonic()
+        for ready in self.inbox.accept((frame.origin, frame.channel), frame.seq, frame, now):
+            self._deliver(ready)
+
+    def _on_heartbeat(self, frame: wire.Frame) -> None:
+        self._last_heartbeat = time.monotonic()
+        if frame.origin != self.epoch:
+            if self.epoch is not None:
+                # A new broadcaster: what the old one never published goes again.
+                self.counters["broadcaster_restarts_seen"] += 1
+                for parts in self.outbox.to_resend(self._last_heartbeat):
+                    self._send(parts)
+            self.epoch = frame.origin
+        acks = frame.payload.get("acks")
+        if not isinstance(acks, dict):
+            return
+        mine = self.origin.hex() + "/"
+        for key, seq in acks.items():
+            if key.startswith(mine) and isinstance(seq, int):
+                self.outbox.ack(key[len(mine):], seq)
+
+    def _deliver(self, frame: wire.Frame) -> None:
         handlers = self._handlers.get(frame.channel)
         if not handlers:
             return
@@ -116,14 +166,30 @@ class BusClient:
             except Exception:
                 log.exception("bus handler for %s failed", frame.channel)
 
+    def _tick(self) -> None:
+        """Give up on gaps that waited too long; resend frames lost on the way."""
+        while not self._closed:
+            gevent.sleep(_TICK)
+            now = time.monotonic()
+            for frame in self.inbox.expire(now):
+                self._deliver(frame)
+            if self.inbox.gap_log and self.counters["gaps"] > self.counters["gaps_logged"]:
+                self.counters["gaps_logged"] = self.counters["gaps"]
+                stream, first, last = self.inbox.gap_log[-1]
+                log.warning("bus gap: frames %s..%s of %s/%s never arrived (%s gaps so far)",
+                            first, last, stream[0].hex(), stream[1], self.counters["gaps"])
+            if now - self._last_heartbeat < _BROADCASTER_ALIVE_WITHIN:
+                for parts in self.outbox.to_resend(now, older_than=_RESEND_AFTER):
+                    self._send(parts)
+
     def close(self) -> None:
-        """Stop the listener and close the sockets; safe to call twice."""
+        """Stop the greenlets and close the sockets; safe to call twice."""
         if self._closed:
             return
         self._closed = True
-        # Stop the listener before its socket goes away, so it never sees a
-        # closed socket and never has a reason to loop.
-        self._listener.kill(block=True, timeout=1.0)
+        # Stop the greenlets before their sockets go away, so they never see
+        # a closed socket and never have a reason to loop.
+        gevent.killall([self._listener, self._ticker], block=True, timeout=1.0)
         self._sub.close()
         self._push.close()
         self._ctx.term()
@@ -133,10 +199,10 @@ class BusClient:
 _current: BusClient | None = None
 
 
-def connect(runtime_dir: str, max_frame_size: int) -> BusClient:
+def connect(runtime_dir: str, max_frame_size: int, **options: Any) -> BusClient:
     """Create this worker's bus client (replacing one inherited across fork)."""
     global _current
-    _current = BusClient(runtime_dir, max_frame_size)
+    _current = BusClient(runtime_dir, max_frame_size, **options)
     return _current
 
 
@@ -148,6 +214,13 @@ def current() -> BusClient:
             "calls gunicorn_barrel.hooks.install(globals()) (see example_confs/barrel_conf.py)"
         )
     return _current
+
+
+def counters() -> dict[str, int]:
+    """This process's bus counters (empty outside a barrel worker)."""
+    if _current is None or _current.pid != os.getpid():
+        return {}
+    return dict(_current.counters)
 
 
 def close_current() -> None:

@@ -28,6 +28,8 @@ _HEADER = struct.Struct("!3sBBB16sQ")
 HEADER_SIZE = _HEADER.size
 MAX_CHANNEL_BYTES = 255
 MAX_DEPTH = 100
+# The broadcaster's heartbeat: its epoch and what it has published, per sender.
+HEARTBEAT_CHANNEL = "\x00hb"
 
 
 class WireError(ValueError):
@@ -144,6 +146,12 @@ def check(parts: Sequence[bytes], max_size: int) -> None:
         raise MalformedFrame("bad magic: not a barrel frame")
     if version != VERSION:
         raise UnsupportedVersion(f"frame version {version}, this code speaks {VERSION}")
+
+
+def origin_and_seq(body: bytes) -> tuple[bytes, int]:
+    """The origin and seq of a frame body that passed ``check``."""
+    _magic, _version, _flags, _reserved, origin, seq = _HEADER.unpack_from(body)
+    return bytes(origin), int(seq)
 
 
 def decode(parts: Sequence[bytes], max_size: int) -> Frame:

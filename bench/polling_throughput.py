@@ -1,0 +1,138 @@
+"""Polling-only socket.io clients served per second, per server configuration.
+
+Each run starts its own gunicorn (tests.harness.Gunicorn, loopback, stopped by
+pid), drives it with `python -m bench.polling_load` in a separate process,
+and reads the server's CPU time (arbiter's children: workers, broadcaster)
+from /proc. Configurations are run in interleaved rounds; the summary of a
+configuration is the median of its runs, metric by metric.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.harness import EXAMPLE_CONF, REPO, Gunicorn, children_of
+
+BENCH = Path(__file__).resolve().parent
+LOG_MARKERS = ("ERROR", "Traceback", "WARNING", "CRITICAL", "Invalid session")
+MAX_LOG_LINES = 20
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    name: str
+    app: str
+    workers: int
+    conf: Path
+
+
+CONFIGS = (
+    ServerConfig("BarrelWorker -w 1", "tests.apps.sio_app:wsgi", 1, EXAMPLE_CONF),
+    ServerConfig("BarrelWorker -w 2", "tests.apps.sio_app:wsgi", 2, EXAMPLE_CONF),
+    ServerConfig("gevent -w 1, plain python-socketio", "bench.plain_sio_app:wsgi", 1,
+                 BENCH / "plain_conf.py"),
+)
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of live ``pids`` (exited ones count as 0)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def log_issues(path: Path) -> list[str]:
+    lines = path.read_text(errors="replace").splitlines()
+    return [line for line in lines if any(m in line for m in LOG_MARKERS)][:MAX_LOG_LINES]
+
+
+def run_once(config: ServerConfig, load_args: list[str], timeout: float, log_dir: Path,
+             tag: str) -> dict[str, Any]:
+    """Start the server, run the load generator against it, stop the server."""
+    srv = Gunicorn(app=config.app, workers=config.workers, conf=config.conf,
+                   log_path=log_dir / f"{tag}.log")
+    try:
+        srv.start()
+        workers_before = sorted(srv.worker_pids())
+        server_pids = children_of(srv.pid)
+        cpu0 = _cpu_seconds(server_pids)
+        t0 = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.polling_load", "--port", str(srv.port), *load_args],
+            cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        )
+        wall = time.monotonic() - t0
+        server_cpu = _cpu_seconds(server_pids) - cpu0
+        same_workers = sorted(srv.worker_pids()) == workers_before
+    finally:
+        srv.stop()
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout)
+    result.update(
+        server_cpu_s=server_cpu,
+        server_cpu_pct=100 * server_cpu / wall,
+        loadgen_cpu_pct=100 * result["cpu_s"] / wall,
+        same_workers_throughout=same_workers,
+        log_path=str(srv.log_path),
+        log_issues=log_issues(srv.log_path),
+    )
+    return result
+
+
+def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of each metric over the runs of one configuration; errors summed."""
+
+    def median(get: Any) -> float:
+        return float(statistics.median(get(r) for r in runs))
+
+    return {
+        "runs": len(runs),
+        "sessions_per_s": median(lambda r: r["sessions_per_s"]),
+        "sessions_per_s_each_run": [round(r["sessions_per_s"], 1) for r in runs],
+        "latency_p50_ms": median(lambda r: r["latency_ms"]["p50"]),
+        "latency_p99_ms": median(lambda r: r["latency_ms"]["p99"]),
+        "requests_timed": sum(r["latency_ms"]["n"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+        "log_issue_lines": sum(len(r["log_issues"]) for r in runs),
+        "server_cpu_pct": median(lambda r: r["server_cpu_pct"]),
+        "loadgen_cpu_pct": median(lambda r: r["loadgen_cpu_pct"]),
+    }
+
+
+def measure(rounds: int, concurrency: int, warmup: float, duration: float, connection: str,
+            log_dir: Path) -> dict[str, Any]:
+    """Run every configuration ``rounds`` times, interleaved (A B C, A B C, ...)."""
+    load_args = ["--concurrency", str(concurrency), "--warmup", str(warmup),
+                 "--duration", str(duration), "--connection", connection]
+    timeout = warmup + duration + 90
+    runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in CONFIGS}
+    for round_no in range(rounds):
+        for i, config in enumerate(CONFIGS):
+            result = run_once(config, load_args, timeout, log_dir, f"r{round_no}-c{i}")
+            runs[config.name].append(result)
+            print(f"throughput round {round_no + 1}/{rounds} {config.name}: "
+                  f"{result['sessions_per_s']:.0f} sessions/s, {result['errors']} errors",
+                  file=sys.stderr)
+    summary = {name: summarize_runs(rs) for name, rs in runs.items()}
+    w1, w2 = (summary[c.name]["sessions_per_s"] for c in CONFIGS[:2])
+    return {
+        "configs": {c.name: {"app": c.app, "workers": c.workers, "conf": str(c.conf.relative_to(REPO))}
+                    for c in CONFIGS},
+        "summary": summary,
+        "ratio_w2_over_w1": w2 / w1 if w1 else float("nan"),
+        "runs": runs,
+    }

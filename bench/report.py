@@ -1,0 +1,111 @@
+"""Machine description and the Markdown rendering of the results."""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from typing import Any
+
+PACKAGES = ("gunicorn", "gevent", "python-engineio", "python-socketio")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        **{pkg: importlib.metadata.version(pkg) for pkg in PACKAGES},
+    }
+
+
+def _f(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def latency_table(lat: dict[str, Any]) -> list[str]:
+    lines = [
+        "| polling POST (PONG) on BarrelWorker -w 2 | n | p50 µs | p99 µs | mean µs |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for key, label in (("local", "local (accepting worker owns the sid)"),
+                       ("handed_off", "handed off (SCM_RIGHTS to the owner)")):
+        row = lat["rows_us"][key]
+        lines.append(f"| {label} | {row['n']} | {_f(row['p50'])} | {_f(row['p99'])} | {_f(row['mean'])} |")
+    overhead = _f(lat["handoff_overhead_p50_us"])
+    lines.append(f"| **handed-off overhead (p50 difference)** | | **{overhead}** | | |")
+    return lines
+
+
+def throughput_table(tp: dict[str, Any]) -> list[str]:
+    lines = [
+        "| server | sessions/s (median) | each run | request p50 ms | request p99 ms "
+        "| errors | server CPU % | load gen CPU % |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, s in tp["summary"].items():
+        each = ", ".join(_f(v) for v in s["sessions_per_s_each_run"])
+        lines.append(
+            f"| {name} | {_f(s['sessions_per_s'])} | {each} | {_f(s['latency_p50_ms'], 2)} "
+            f"| {_f(s['latency_p99_ms'], 2)} | {s['errors']} | {_f(s['server_cpu_pct'])} "
+            f"| {_f(s['loadgen_cpu_pct'])} |"
+        )
+    lines.append(f"| **ratio BarrelWorker -w 2 / -w 1** | **{tp['ratio_w2_over_w1']:.2f}** | | | | | | |")
+    return lines
+
+
+def conditions(results: dict[str, Any]) -> list[str]:
+    m, args, lat = results["machine"], results["args"], results["latency"]
+    sessions = "one keep-alive connection per client loop" if args["connection"] == "keepalive" \
+        else f"connection mode {args['connection']}"
+    lines = [
+        f"- Date: {results['date']}; duration of the whole run: {results['elapsed_s']:.0f} s"
+        f"{' (--quick)' if args['quick'] else ''}.",
+        f"- Machine: {m['nproc']} CPUs ({m['cpu_model']}), Linux {m['kernel']}; Python {m['python']}, "
+        f"gunicorn {m['gunicorn']}, gevent {m['gevent']}, python-engineio {m['python-engineio']}, "
+        f"python-socketio {m['python-socketio']}.",
+        "- Loopback only (127.0.0.1). **Server and load generator share the "
+        f"{m['nproc']} cores**: the CPU % columns are of one core, summed over processes.",
+        f"- Latency: {lat['sessions']} polling sessions ({lat['sessions_per_worker']} per worker); "
+        "each sample is a fresh TCP connection, `GET /plain` (tells the accepting worker), then the timed "
+        "`POST ...&sid=<random session>` body `3` on the same keep-alive connection "
+        f"(time.perf_counter_ns, client side, http.client); {lat['warmup_samples']} untimed warm-up "
+        f"samples; errors: {lat['errors']}.",
+        f"- Throughput: a session is GET handshake -> POST `40` -> GET (`40...`) -> POST `1`; "
+        f"{args['concurrency']} gevent greenlets in one load-generator process (http.client, "
+        f"{sessions}), {args['warmup']} s warm-up then {args['duration']} s measured; "
+        f"{args['rounds']} interleaved round(s) of the three servers, each run on a freshly started "
+        "gunicorn; medians over the runs; errors (non-200, bad payloads, exceptions) summed over all "
+        "runs, warm-up included.",
+        "- BarrelWorker rows run `tests.apps.sio_app:wsgi` (python-socketio with BarrelManager) with "
+        "example_confs/barrel_conf.py; the peer row runs `bench.plain_sio_app:wsgi` (no barrel) with "
+        "bench/plain_conf.py (`worker_class = \"gevent\"`).",
+    ]
+    if args["connection"] != "per-request":
+        lines.append(
+            "- A connection stays on the worker that accepted it and every session it opens is owned "
+            "there: the throughput rows measure the barrel worker's per-request cost (peek, routing, "
+            "bus), not handoffs (see the round-trip table for those)."
+        )
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["# Polling benchmark", "", "## Round trip: local vs handed off", ""]
+    lines += latency_table(results["latency"])
+    lines += ["", "## Polling-only socket.io clients served per second", ""]
+    lines += throughput_table(results["throughput"])
+    lines += ["", "## Conditions", ""]
+    lines += conditions(results)
+    return "\n".join(lines) + "\n"
