@@ -22,7 +22,7 @@ from tests.harness import Gunicorn
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULTS = {"samples": 2000, "latency_budget": 40.0, "rounds": 3, "warmup": 2.0, "duration": 10.0}
-QUICK = {"samples": 300, "latency_budget": 8.0, "rounds": 1, "warmup": 1.0, "duration": 3.0}
+QUICK = {"samples": 300, "latency_budget": 8.0, "rounds": 1, "warmup": 1.0, "duration": 5.0}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -76,7 +76,8 @@ def conditions(results: dict[str, Any]) -> list[str]:
         f"gunicorn {m['gunicorn']}, gevent {m['gevent']}, python-engineio {m['python-engineio']}, "
         f"python-socketio {m['python-socketio']}.",
         "- Loopback only (127.0.0.1). **Server and load generator share the "
-        f"{m['nproc']} cores**: the CPU % columns are of one core, summed over processes.",
+        f"{m['nproc']} cores**. CPU %: 100 = one core busy for the whole load run; server = "
+        "all children of the gunicorn arbiter (workers, barrel broadcaster), from /proc.",
         f"- Latency: {lat['sessions']} polling sessions ({lat['sessions_per_worker']} per worker); "
         "each sample is a fresh TCP connection, `GET /plain` (tells the accepting worker), then the timed "
         "`POST ...&sid=<random session>` body `3` on the same keep-alive connection "
@@ -92,6 +93,10 @@ def conditions(results: dict[str, Any]) -> list[str]:
         "example_confs/barrel_conf.py; the peer row runs `bench.plain_sio_app:wsgi` (no barrel) with "
         "bench/plain_conf.py (`worker_class = \"gevent\"`).",
     ]
+    log_lines = sum(len(r["log_issues"]) for runs in results["throughput"]["runs"].values() for r in runs)
+    log_lines += len(lat["log_issues"])
+    lines.append(f"- gunicorn log lines with ERROR/WARNING/Traceback/Invalid session, all runs: {log_lines} "
+                 f"(logs: {results['log_dir']}).")
     if args["connection"] != "per-request":
         lines.append(
             "- A connection stays on the worker that accepted it and every session it opens is owned "

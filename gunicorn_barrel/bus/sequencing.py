@@ -59,7 +59,7 @@ class Outbox(Generic[T]):
     def to_resend(self, now: float, older_than: float | None = None) -> list[T]:
         """Unacknowledged items in send order (all, or those older than a delay)."""
         out: list[T] = []
-        for channel, pending in self._unacked.items():
+        for pending in self._unacked.values():
             for seq, (sent_at, item) in list(pending.items()):
                 if older_than is None or now - sent_at >= older_than:
                     pending[seq] = (now, item)

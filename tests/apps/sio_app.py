@@ -97,6 +97,38 @@ def broadcast_big(sid, size):
     return "ok"
 
 
+@sio.event
+def join_stream(sid, _data=None):
+    sio.enter_room(sid, "stream")
+    return "ok"
+
+
+@sio.event
+def start_stream(sid, data):
+    """Emit data["count"] numbered messages to room "stream" at data["rate"] per second."""
+    import time
+
+    import gevent
+
+    def run():
+        start = time.monotonic()
+        for n in range(data["count"]):
+            delay = start + n / data["rate"] - time.monotonic()
+            if delay > 0:
+                gevent.sleep(delay)
+            sio.emit("seq", {"tag": data["tag"], "n": n}, room="stream")
+
+    gevent.spawn(run)
+    return "started"
+
+
+@sio.event
+def bus_counters(sid, _data=None):
+    from gunicorn_barrel.bus import client
+
+    return {"pid": os.getpid(), "counters": client.counters()}
+
+
 def plain_wsgi(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [f"plain route from {os.getpid()}".encode()]

@@ -1,11 +1,14 @@
 // N socket.io-client v4 clients for tests/test_js_client.py, driven over stdio as JSON lines.
 //
-//   node tests/js/sio_client.mjs URL polling|default COUNT TIMEOUT_SECONDS
+//   node tests/js/sio_client.mjs URL polling|websocket|default COUNT TIMEOUT_SECONDS
 //
 // Prints {"type":"ready","clients":[{index,pid,sid,transport}...]} once all are
 // connected and identified, then answers commands read from stdin, one a line:
 //   {"cmd":"news?"}       -> {"type":"news","news":[[payloads of client 0], ...]}
 //   {"cmd":"transports?"} -> {"type":"transports","transports":[names],"sids":[socket ids]}
+//   {"cmd":"join_stream"} -> each client emits join_stream (with ack); -> {"type":"joined"}
+//   {"cmd":"streams?"}    -> {"type":"streams","streams":[{tag: {count, last, outOfOrder,
+//                            duplicates}} per client]} for the "seq" events {tag, n} received
 //   {"cmd":"exit"}        -> disconnects all, exits 0 (so does the end of stdin)
 // A connect error, a failed whoami, a startup timeout or a bad command print
 // {"type":"error",...} and exit 1. Run with cwd = the repo, so node_modules resolves.
@@ -22,21 +25,29 @@ const fail = (reason, detail = {}) => {
   process.exit(1);
 };
 
-if (!url || !["polling", "default"].includes(mode) || !(count > 0) || !(timeoutMs > 0)) {
-  fail("usage: sio_client.mjs URL polling|default COUNT TIMEOUT_SECONDS", { argv: process.argv.slice(2) });
+if (!url || !["polling", "websocket", "default"].includes(mode) || !(count > 0) || !(timeoutMs > 0)) {
+  fail("usage: sio_client.mjs URL polling|websocket|default COUNT TIMEOUT_SECONDS", { argv: process.argv.slice(2) });
 }
 
 const startup = setTimeout(() => fail("startup timeout", { seconds: timeoutMs / 1000 }), timeoutMs);
 
 async function connect(index) {
   const options = { forceNew: true, reconnection: true };
-  if (mode === "polling") options.transports = ["polling"];
+  if (mode !== "default") options.transports = [mode];
   const socket = io(url, options);
-  const client = { index, socket, pid: null, sid: null, news: [] };
+  const client = { index, socket, pid: null, sid: null, news: [], streams: {} };
   socket.on("connect_error", (err) =>
     fail("connect_error", { index, message: String(err?.message), description: String(err?.description ?? "") }));
   socket.on("question", (_question, ack) => ack(`js ${client.pid}`));
   socket.on("news", (payload) => client.news.push(payload));
+  socket.on("seq", ({ tag, n }) => {
+    const s = (client.streams[tag] ??= { count: 0, last: -1, outOfOrder: 0, duplicates: 0, seen: new Set() });
+    if (s.seen.has(n)) s.duplicates++;
+    else s.seen.add(n);
+    if (n !== s.last + 1) s.outOfOrder++;
+    s.last = n;
+    s.count++;
+  });
   await new Promise((resolve) => socket.once("connect", resolve));
   const me = await socket.timeout(10000).emitWithAck("whoami", null);
   client.pid = me.pid;
@@ -63,6 +74,16 @@ const commands = {
   "news?": () => say({ type: "news", news: clients.map((c) => c.news) }),
   "transports?": () =>
     say({ type: "transports", transports: clients.map(transportOf), sids: clients.map((c) => c.socket.id ?? null) }),
+  join_stream: async () => {
+    await Promise.all(clients.map((c) => c.socket.timeout(10000).emitWithAck("join_stream", null)));
+    say({ type: "joined" });
+  },
+  "streams?": () =>
+    say({
+      type: "streams",
+      streams: clients.map((c) =>
+        Object.fromEntries(Object.entries(c.streams).map(([tag, { seen, ...stats }]) => [tag, stats]))),
+    }),
   exit: () => lines.close(),
 };
 

@@ -1,0 +1,132 @@
+"""Nothing lost, nothing doubled, nothing reordered: under load, across crashes.
+
+gunicorn -w 4; one sender per worker emits numbered messages to a room at
+500/s each (2,000/s in total) for 20 s; socket.io-client (npm) clients on the
+workers are the room, and count per sender: received, duplicates, out of order.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Client, Gunicorn, gunicorn, spread_clients, wait_for
+from tests.node_clients import (
+    CLIENT_PACKAGE,
+    NODE,
+    NODE_MISSING_REASON,
+    STARTUP_TIMEOUT,
+    NodeClients,
+    all_workers_serving,
+)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(NODE is None or not CLIENT_PACKAGE.is_dir(), reason=NODE_MISSING_REASON),
+]
+
+WORKERS = 4
+RECEIVERS = 8
+RATE = 500  # per sender
+COUNT = RATE * 20
+
+
+def _one_sender_per_worker(srv: Gunicorn) -> tuple[list[Client], list[Client]]:
+    clients = spread_clients(srv.url, WORKERS, per_worker=1)
+    senders = list({c.pid: c for c in clients}.values())
+    return senders, clients
+
+
+def _start_streams(senders: list[Client]) -> list[str]:
+    tags = []
+    for i, sender in enumerate(senders):
+        tag = f"sender{i}-{sender.pid}"
+        assert sender.call("start_stream", {"tag": tag, "count": COUNT, "rate": RATE}) == "started"
+        tags.append(tag)
+    return tags
+
+
+def _streams(js: NodeClients) -> list[dict[str, dict[str, Any]]]:
+    return list(js.ask("streams?", "streams")["streams"])
+
+
+def _progress(js: NodeClients, tags: list[str], skip: frozenset[int] = frozenset()) -> int:
+    """The fewest messages any receiver (but those at indexes ``skip``) has of any stream."""
+    return min((s.get(tag, {}).get("count", 0)
+                for i, s in enumerate(_streams(js)) if i not in skip for tag in tags), default=0)
+
+
+def _receivers(js: NodeClients, srv: Gunicorn) -> list[dict[str, Any]]:
+    clients = list(js.expect("ready", STARTUP_TIMEOUT + 10)["clients"])
+    spread = Counter(c["pid"] for c in clients)
+    print("receivers per worker:", dict(spread))
+    assert len(spread) >= 3, spread
+    assert js.ask("join_stream", "joined")
+    return clients
+
+
+def test_broadcaster_sigkilled_five_times_under_load_loses_nothing(tmp_path: Path) -> None:
+    with gunicorn(workers=WORKERS) as srv:
+        all_workers_serving(srv)
+        with NodeClients(srv.url, "websocket", RECEIVERS, tmp_path / "node.stderr") as js:
+            _receivers(js, srv)
+            senders, clients = _one_sender_per_worker(srv)
+            try:
+                tags = _start_streams(senders)
+                for kill in range(1, 6):
+                    wait_for(lambda kill=kill: _progress(js, tags) >= kill * COUNT // 6, 30,
+                             f"stream progress before kill {kill}", interval=0.1)
+                    old = srv.broadcaster_pid()
+                    os.kill(old, signal.SIGKILL)
+                    wait_for(lambda old=old: [p for p in srv.broadcaster_pids() if p != old], 10,
+                             "the broadcaster restarted")
+                wait_for(lambda: _progress(js, tags) >= COUNT, 60, "every message at every receiver",
+                         interval=0.2)
+                for index, streams in enumerate(_streams(js)):
+                    for tag in tags:
+                        assert streams[tag] == {"count": COUNT, "last": COUNT - 1, "outOfOrder": 0,
+                                                "duplicates": 0}, (index, tag)
+                for sender in senders:
+                    counters = sender.call("bus_counters")["counters"]
+                    assert counters.get("gaps", 0) == 0, counters
+                    assert counters["broadcaster_restarts_seen"] == 5, counters
+                    print(sender.pid, counters)
+            finally:
+                for c in clients:
+                    c.close()
+        assert srv.log().count("died; restarting") == 5
+
+
+def test_worker_sigkilled_under_load_others_lose_nothing(tmp_path: Path) -> None:
+    with gunicorn(workers=WORKERS) as srv:
+        all_workers_serving(srv)
+        with NodeClients(srv.url, "websocket", RECEIVERS, tmp_path / "node.stderr") as js:
+            receivers = _receivers(js, srv)
+            senders, clients = _one_sender_per_worker(srv)
+            try:
+                tags = _start_streams(senders)
+                victim = senders[0].pid
+                wait_for(lambda: _progress(js, tags) >= COUNT // 4, 30, "stream progress", interval=0.1)
+                os.kill(victim, signal.SIGKILL)
+                survivors = tags[1:]
+                orphans = frozenset(i for i, r in enumerate(receivers) if r["pid"] == victim)
+                wait_for(lambda: _progress(js, survivors, orphans) >= COUNT, 60,
+                         "surviving streams at every receiver", interval=0.2)
+                streams = _streams(js)
+                assert len(orphans) < len(receivers)
+                for index in range(len(receivers)):
+                    if index in orphans:
+                        continue  # its connection died with its worker
+                    for tag in survivors:
+                        assert streams[index][tag] == {"count": COUNT, "last": COUNT - 1,
+                                                       "outOfOrder": 0, "duplicates": 0}, (index, tag)
+                    cut = streams[index][tags[0]]  # the dead sender's stream: a clean prefix
+                    assert cut["outOfOrder"] == 0 and cut["duplicates"] == 0
+                    assert cut["count"] == cut["last"] + 1
+            finally:
+                for c in clients:
+                    c.close()
