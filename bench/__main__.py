@@ -21,8 +21,9 @@ from bench import CONNECTION_MODES, polling_latency, polling_throughput, report
 from tests.harness import Gunicorn
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULTS = {"samples": 2000, "latency_budget": 40.0, "rounds": 3, "warmup": 2.0, "duration": 10.0}
-QUICK = {"samples": 300, "latency_budget": 8.0, "rounds": 1, "warmup": 1.0, "duration": 5.0}
+DEFAULTS = {"samples": 2000, "latency_budget": 40.0, "rounds": 3, "warmup": 2.0, "duration": 10.0,
+            "retries": 3}
+QUICK = {"samples": 300, "latency_budget": 8.0, "rounds": 1, "warmup": 1.0, "duration": 5.0, "retries": 0}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,6 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="interleaved throughput rounds (default 3)")
     parser.add_argument("--warmup", type=float, help="throughput warm-up per run, s")
     parser.add_argument("--duration", type=float, help="throughput measured time per run, s")
+    parser.add_argument("--retries", type=int,
+                        help="reruns allowed, in all, for runs another process competed with (default 3)")
     parser.add_argument("--concurrency", type=int, default=50, help="load generator greenlets")
     parser.add_argument("--connection", choices=CONNECTION_MODES, default="keepalive",
                         help="load generator connections: one per client loop (default), "
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"gunicorn logs in {log_dir}", file=sys.stderr)
     latency = run_latency(args, log_dir)
     throughput = polling_throughput.measure(args.rounds, args.concurrency, args.warmup, args.duration,
-                                            args.connection, log_dir)
+                                            args.connection, log_dir, args.retries)
     results = {
         "date": date,
         "elapsed_s": time.monotonic() - started,

@@ -23,6 +23,9 @@ from tests.harness import EXAMPLE_CONF, REPO, Gunicorn, children_of
 BENCH = Path(__file__).resolve().parent
 LOG_MARKERS = ("ERROR", "Traceback", "WARNING", "CRITICAL", "Invalid session")
 MAX_LOG_LINES = 20
+# "other CPU" (the machine's busy time less server and load generator) above
+# this share of one core means another process competed with the run.
+CONTENDED_PCT = 25.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,14 @@ def _cpu_seconds(pids: list[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, steal) clock ticks of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return user + nice + system + irq + softirq, steal
+
+
 def log_issues(path: Path) -> list[str]:
     lines = path.read_text(errors="replace").splitlines()
     return [line for line in lines if any(m in line for m in LOG_MARKERS)][:MAX_LOG_LINES]
@@ -69,6 +80,7 @@ def run_once(config: ServerConfig, load_args: list[str], timeout: float, log_dir
         workers_before = sorted(srv.worker_pids())
         server_pids = children_of(srv.pid)
         cpu0 = _cpu_seconds(server_pids)
+        busy0, steal0 = _machine_ticks()
         t0 = time.monotonic()
         proc = subprocess.run(
             [sys.executable, "-m", "bench.polling_load", "--port", str(srv.port), *load_args],
@@ -76,16 +88,24 @@ def run_once(config: ServerConfig, load_args: list[str], timeout: float, log_dir
         )
         wall = time.monotonic() - t0
         server_cpu = _cpu_seconds(server_pids) - cpu0
+        busy1, steal1 = _machine_ticks()
         same_workers = sorted(srv.worker_pids()) == workers_before
     finally:
         srv.stop()
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed ({proc.returncode}): {proc.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(proc.stdout)
+    tick = os.sysconf("SC_CLK_TCK")
+    server_pct, loadgen_pct = 100 * server_cpu / wall, 100 * result["cpu_s"] / wall
+    machine_pct = 100 * (busy1 - busy0) / tick / wall
     result.update(
         server_cpu_s=server_cpu,
-        server_cpu_pct=100 * server_cpu / wall,
-        loadgen_cpu_pct=100 * result["cpu_s"] / wall,
+        server_cpu_pct=server_pct,
+        loadgen_cpu_pct=loadgen_pct,
+        # CPU the machine spent on anything else meanwhile (other processes, kernel)
+        machine_busy_pct=machine_pct,
+        other_cpu_pct=machine_pct - server_pct - loadgen_pct,
+        steal_pct=100 * (steal1 - steal0) / tick / wall,
         same_workers_throughout=same_workers,
         log_path=str(srv.log_path),
         log_issues=log_issues(srv.log_path),
@@ -110,23 +130,38 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "log_issue_lines": sum(len(r["log_issues"]) for r in runs),
         "server_cpu_pct": median(lambda r: r["server_cpu_pct"]),
         "loadgen_cpu_pct": median(lambda r: r["loadgen_cpu_pct"]),
+        "other_cpu_pct_max": max(r["other_cpu_pct"] for r in runs),
+        "contended_runs_kept": sum(r["contended"] for r in runs),
     }
 
 
 def measure(rounds: int, concurrency: int, warmup: float, duration: float, connection: str,
-            log_dir: Path) -> dict[str, Any]:
-    """Run every configuration ``rounds`` times, interleaved (A B C, A B C, ...)."""
+            log_dir: Path, retries: int) -> dict[str, Any]:
+    """Run every configuration ``rounds`` times, interleaved (A B C, A B C, ...).
+
+    A run during which something else took more than CONTENDED_PCT of a core
+    is set aside and run again, ``retries`` times at most over the whole
+    measurement; a contended run kept for want of retries stays flagged.
+    """
     load_args = ["--concurrency", str(concurrency), "--warmup", str(warmup),
                  "--duration", str(duration), "--connection", connection]
     timeout = warmup + duration + 90
     runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in CONFIGS}
+    discarded: list[dict[str, Any]] = []
     for round_no in range(rounds):
         for i, config in enumerate(CONFIGS):
-            result = run_once(config, load_args, timeout, log_dir, f"r{round_no}-c{i}")
+            while True:
+                tag = f"r{round_no}-c{i}-{len(discarded)}"
+                result = run_once(config, load_args, timeout, log_dir, tag)
+                result["contended"] = result["other_cpu_pct"] > CONTENDED_PCT
+                print(f"throughput round {round_no + 1}/{rounds} {config.name}: "
+                      f"{result['sessions_per_s']:.0f} sessions/s, {result['errors']} errors, "
+                      f"other CPU {result['other_cpu_pct']:.0f} %", file=sys.stderr)
+                if not result["contended"] or len(discarded) >= retries:
+                    break
+                discarded.append({"config": config.name, **result})
+                print("  contended: set aside, run again", file=sys.stderr)
             runs[config.name].append(result)
-            print(f"throughput round {round_no + 1}/{rounds} {config.name}: "
-                  f"{result['sessions_per_s']:.0f} sessions/s, {result['errors']} errors",
-                  file=sys.stderr)
     summary = {name: summarize_runs(rs) for name, rs in runs.items()}
     w1, w2 = (summary[c.name]["sessions_per_s"] for c in CONFIGS[:2])
     return {
@@ -134,5 +169,7 @@ def measure(rounds: int, concurrency: int, warmup: float, duration: float, conne
                     for c in CONFIGS},
         "summary": summary,
         "ratio_w2_over_w1": w2 / w1 if w1 else float("nan"),
+        "contended_pct": CONTENDED_PCT,
         "runs": runs,
+        "discarded_contended_runs": discarded,
     }

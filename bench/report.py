@@ -51,22 +51,22 @@ def latency_table(lat: dict[str, Any]) -> list[str]:
 def throughput_table(tp: dict[str, Any]) -> list[str]:
     lines = [
         "| server | sessions/s (median) | each run | request p50 ms | request p99 ms "
-        "| errors | server CPU % | load gen CPU % |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| errors | server CPU % | load gen CPU % | other CPU % (max) |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, s in tp["summary"].items():
         each = ", ".join(_f(v) for v in s["sessions_per_s_each_run"])
         lines.append(
             f"| {name} | {_f(s['sessions_per_s'])} | {each} | {_f(s['latency_p50_ms'], 2)} "
             f"| {_f(s['latency_p99_ms'], 2)} | {s['errors']} | {_f(s['server_cpu_pct'])} "
-            f"| {_f(s['loadgen_cpu_pct'])} |"
+            f"| {_f(s['loadgen_cpu_pct'])} | {_f(s['other_cpu_pct_max'])} |"
         )
-    lines.append(f"| **ratio BarrelWorker -w 2 / -w 1** | **{tp['ratio_w2_over_w1']:.2f}** | | | | | | |")
+    lines.append(f"| **ratio BarrelWorker -w 2 / -w 1** | **{tp['ratio_w2_over_w1']:.2f}** | | | | | | | |")
     return lines
 
 
 def conditions(results: dict[str, Any]) -> list[str]:
-    m, args, lat = results["machine"], results["args"], results["latency"]
+    m, args, lat, tp = results["machine"], results["args"], results["latency"], results["throughput"]
     sessions = "one keep-alive connection per client loop" if args["connection"] == "keepalive" \
         else f"connection mode {args['connection']}"
     lines = [
@@ -77,7 +77,9 @@ def conditions(results: dict[str, Any]) -> list[str]:
         f"python-socketio {m['python-socketio']}.",
         "- Loopback only (127.0.0.1). **Server and load generator share the "
         f"{m['nproc']} cores**. CPU %: 100 = one core busy for the whole load run; server = "
-        "all children of the gunicorn arbiter (workers, barrel broadcaster), from /proc.",
+        "all children of the gunicorn arbiter (workers, barrel broadcaster), from /proc; other = "
+        "the machine's busy time (/proc/stat) minus server and load generator: CPU taken by anything "
+        "else (other processes, kernel), the largest of the runs.",
         f"- Latency: {lat['sessions']} polling sessions ({lat['sessions_per_worker']} per worker); "
         "each sample is a fresh TCP connection, `GET /plain` (tells the accepting worker), then the timed "
         "`POST ...&sid=<random session>` body `3` on the same keep-alive connection "
@@ -93,7 +95,11 @@ def conditions(results: dict[str, Any]) -> list[str]:
         "example_confs/barrel_conf.py; the peer row runs `bench.plain_sio_app:wsgi` (no barrel) with "
         "bench/plain_conf.py (`worker_class = \"gevent\"`).",
     ]
-    log_lines = sum(len(r["log_issues"]) for runs in results["throughput"]["runs"].values() for r in runs)
+    discarded = tp["discarded_contended_runs"]
+    kept = sum(s["contended_runs_kept"] for s in tp["summary"].values())
+    lines.append(f"- Runs during which other processes took over {tp['contended_pct']:.0f} % of a core: "
+                 f"{len(discarded)} set aside and run again, {kept} kept (no reruns left).")
+    log_lines = sum(len(r["log_issues"]) for runs in tp["runs"].values() for r in runs)
     log_lines += len(lat["log_issues"])
     lines.append(f"- gunicorn log lines with ERROR/WARNING/Traceback/Invalid session, all runs: {log_lines} "
                  f"(logs: {results['log_dir']}).")

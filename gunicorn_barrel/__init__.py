@@ -9,10 +9,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["BarrelManager", "__version__"]
+__all__ = ["BarrelManager", "__version__", "counters"]
 
 if TYPE_CHECKING:
     from gunicorn_barrel.manager import BarrelManager
+
+
+def counters() -> dict[str, int]:
+    """This process's barrel counters: bus (frames pushed, delivered, duplicates
+    dropped, gaps, resends, broadcaster restarts seen, frames refused) and slow
+    clients (clients_dropped_slow, packets_dropped_slow, client_queue_peak)."""
+    from gunicorn_barrel import backpressure
+    from gunicorn_barrel.bus import client
+
+    return {**client.counters(), **backpressure.counters}
 
 
 def __getattr__(name: str) -> Any:

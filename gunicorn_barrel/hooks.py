@@ -93,7 +93,11 @@ def post_worker_init(worker: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    bus_client.close_current()
+    backpressure = sys.modules.get("gunicorn_barrel.backpressure")
+    if backpressure is not None and backpressure.counters:
+        server.log.info("barrel slow-client counters (pid %s): %s", os.getpid(),
+                        dict(backpressure.counters))
+    bus_client.close_current()  # logs the bus counters
 
 
 def on_exit(server: Any) -> None:

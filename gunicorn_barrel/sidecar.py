@@ -50,6 +50,11 @@ class BroadcasterSupervisor:
         self.log = log
         self.arbiter_pid = os.getpid()
         self.runtime_dir = endpoints.create_runtime_dir(settings.runtime_dir, uid, gid)
+        # Run the broadcaster as the workers' user (gunicorn's user/group), so
+        # that the ipc sockets it creates are theirs to connect to.
+        drop = os.geteuid() == 0 and uid is not None and uid != 0
+        self._user = uid if drop else None
+        self._group = gid if drop else None
         self.restarts = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
@@ -92,7 +97,10 @@ class BroadcasterSupervisor:
             "--parent-pid", str(self.arbiter_pid),
         ]
         with self._lock:
-            self._proc = subprocess.Popen(cmd, env=env, process_group=0, stdin=subprocess.DEVNULL)
+            self._proc = subprocess.Popen(
+                cmd, env=env, process_group=0, stdin=subprocess.DEVNULL,
+                user=self._user, group=self._group, extra_groups=[] if self._user else None,
+            )
             try:
                 self._pidfd = os.pidfd_open(self._proc.pid)
             except ProcessLookupError:  # died and reaped already: _watch restarts it

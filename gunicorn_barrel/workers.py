@@ -22,7 +22,7 @@ import gevent
 from gunicorn.http2 import negotiation
 from gunicorn.workers.ggevent import GeventWorker
 
-from gunicorn_barrel import hooks, routing
+from gunicorn_barrel import backpressure, hooks, routing
 from gunicorn_barrel.engineio_requests import engineio_requests
 from gunicorn_barrel.handoff import HandoffReceiver, HandoffSender
 from gunicorn_barrel.serve import serve_one_request
@@ -65,6 +65,9 @@ class BarrelWorker(GeventWorker):
         super().patch()
         use_simple_websocket()  # after gevent has patched ssl and sockets
         routing.tag_engineio_sessions()
+        settings = hooks.active_settings()
+        if settings is not None:
+            backpressure.install(settings.client_queue_limit, settings.slow_client_policy)
 
     def load_wsgi(self) -> None:
         super().load_wsgi()

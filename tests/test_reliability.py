@@ -33,6 +33,7 @@ WORKERS = 4
 RECEIVERS = 8
 RATE = 500  # per sender
 COUNT = RATE * 20
+COMPLETE = {"count": COUNT, "last": COUNT - 1, "outOfOrder": 0, "duplicates": 0}
 
 
 def _one_sender_per_worker(srv: Gunicorn) -> tuple[list[Client], list[Client]]:
@@ -52,6 +53,10 @@ def _start_streams(senders: list[Client]) -> list[str]:
 
 def _streams(js: NodeClients) -> list[dict[str, dict[str, Any]]]:
     return list(js.ask("streams?", "streams")["streams"])
+
+
+def _order_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: stats[k] for k in ("count", "last", "outOfOrder", "duplicates")}
 
 
 def _progress(js: NodeClients, tags: list[str], skip: frozenset[int] = frozenset()) -> int:
@@ -88,8 +93,7 @@ def test_broadcaster_sigkilled_five_times_under_load_loses_nothing(tmp_path: Pat
                          interval=0.2)
                 for index, streams in enumerate(_streams(js)):
                     for tag in tags:
-                        assert streams[tag] == {"count": COUNT, "last": COUNT - 1, "outOfOrder": 0,
-                                                "duplicates": 0}, (index, tag)
+                        assert _order_stats(streams[tag]) == COMPLETE, (index, tag)
                 for sender in senders:
                     counters = sender.call("bus_counters")["counters"]
                     assert counters.get("gaps", 0) == 0, counters
@@ -122,11 +126,111 @@ def test_worker_sigkilled_under_load_others_lose_nothing(tmp_path: Path) -> None
                     if index in orphans:
                         continue  # its connection died with its worker
                     for tag in survivors:
-                        assert streams[index][tag] == {"count": COUNT, "last": COUNT - 1,
-                                                       "outOfOrder": 0, "duplicates": 0}, (index, tag)
+                        assert _order_stats(streams[index][tag]) == COMPLETE, (index, tag)
                     cut = streams[index][tags[0]]  # the dead sender's stream: a clean prefix
                     assert cut["outOfOrder"] == 0 and cut["duplicates"] == 0
                     assert cut["count"] == cut["last"] + 1
             finally:
+                for c in clients:
+                    c.close()
+
+
+class SlowClient:
+    """A WebSocket socket.io client that joins the stream, then never reads again."""
+
+    def __init__(self, port: int) -> None:
+        import json
+        import socket
+
+        import websocket
+
+        self.ws = websocket.create_connection(
+            f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket",
+            timeout=10, sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),),
+        )
+        assert self.ws.recv().startswith("0{")  # engine.io OPEN
+        self.ws.send("40")  # socket.io CONNECT
+        assert self.ws.recv().startswith("40{")
+        self.ws.send('421["whoami",null]')
+        reply = self.ws.recv()
+        assert reply.startswith("431["), reply
+        self.pid = json.loads(reply[3:])[0]["pid"]
+        self.ws.send('422["join_stream",null]')
+        assert self.ws.recv().startswith("432[")
+        # from here on: nothing is read
+
+    def cut_by_server(self) -> bool:
+        """Read what is buffered; True once the server closed the connection."""
+        try:
+            while True:
+                if not self.ws.recv():
+                    return True
+        except Exception:
+            return True
+
+    def close(self) -> None:
+        self.ws.shutdown()
+
+
+def _rates(js: NodeClients, tags: list[str]) -> list[float]:
+    """Messages per second each receiver got of each stream, first to last."""
+    out = []
+    for streams in _streams(js):
+        for tag in tags:
+            s = streams[tag]
+            out.append((s["count"] - 1) * 1000.0 / max(s["lastAt"] - s["firstAt"], 1e-3))
+    return out
+
+
+SLOW_RATE = 1000  # per sender, 2 senders: 2,000 msg/s
+SLOW_COUNT = SLOW_RATE * 8
+
+
+def _stream_round(js: NodeClients, senders: list[Client], name: str) -> list[float]:
+    tags = []
+    for i, sender in enumerate(senders):
+        tag = f"{name}{i}"
+        # 2 KB messages: the kernel's socket buffers (megabytes on loopback)
+        # fill within a second, then the slow client's queue grows.
+        sender.call("start_stream", {"tag": tag, "count": SLOW_COUNT, "rate": SLOW_RATE, "pad": 2000})
+        tags.append(tag)
+    wait_for(lambda: _progress(js, tags) >= SLOW_COUNT, 60, f"round {name} complete", interval=0.2)
+    for streams in _streams(js):
+        for tag in tags:
+            assert _order_stats(streams[tag])["duplicates"] == 0
+    return _rates(js, tags)
+
+
+@pytest.mark.parametrize("policy", ["disconnect", "drop_oldest"])
+def test_a_client_that_stops_reading_costs_the_others_nothing(tmp_path: Path, policy: str) -> None:
+    env = {"BARREL_CLIENT_QUEUE_LIMIT": "200", "BARREL_SLOW_CLIENT_POLICY": policy}
+    with gunicorn(workers=2, env=env) as srv:
+        all_workers_serving(srv)
+        with NodeClients(srv.url, "websocket", 4, tmp_path / "node.stderr") as js:
+            js.expect("ready", STARTUP_TIMEOUT + 10)
+            assert js.ask("join_stream", "joined")
+            clients = spread_clients(srv.url, 2, per_worker=1)
+            senders = list({c.pid: c for c in clients}.values())
+            slow = None
+            try:
+                baseline = _stream_round(js, senders, "alone")
+                slow = SlowClient(srv.port)
+                with_slow = _stream_round(js, senders, "with-slow")
+                print(f"{policy}: receiver rates alone {sorted(baseline)}, with a slow client "
+                      f"{sorted(with_slow)} msg/s")
+                assert min(with_slow) >= 0.9 * sorted(baseline)[len(baseline) // 2]
+                holder = next(c for c in senders if c.pid == slow.pid)
+                counters = holder.call("bus_counters")["counters"]
+                print(counters)
+                assert 0 < counters["client_queue_peak"] <= 200
+                if policy == "disconnect":
+                    assert counters["clients_dropped_slow"] == 1
+                    assert slow.cut_by_server()
+                else:
+                    assert counters["packets_dropped_slow"] > 0
+                    assert counters.get("clients_dropped_slow", 0) == 0
+            finally:
+                if slow is not None:
+                    slow.close()
                 for c in clients:
                     c.close()

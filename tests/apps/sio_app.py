@@ -105,10 +105,13 @@ def join_stream(sid, _data=None):
 
 @sio.event
 def start_stream(sid, data):
-    """Emit data["count"] numbered messages to room "stream" at data["rate"] per second."""
+    """Emit data["count"] numbered messages to room "stream" at data["rate"] per second,
+    each padded with data.get("pad", 0) bytes of text."""
     import time
 
     import gevent
+
+    pad = "x" * data.get("pad", 0)
 
     def run():
         start = time.monotonic()
@@ -116,7 +119,7 @@ def start_stream(sid, data):
             delay = start + n / data["rate"] - time.monotonic()
             if delay > 0:
                 gevent.sleep(delay)
-            sio.emit("seq", {"tag": data["tag"], "n": n}, room="stream")
+            sio.emit("seq", {"tag": data["tag"], "n": n, "pad": pad}, room="stream")
 
     gevent.spawn(run)
     return "started"
@@ -124,9 +127,9 @@ def start_stream(sid, data):
 
 @sio.event
 def bus_counters(sid, _data=None):
-    from gunicorn_barrel.bus import client
+    import gunicorn_barrel
 
-    return {"pid": os.getpid(), "counters": client.counters()}
+    return {"pid": os.getpid(), "counters": gunicorn_barrel.counters()}
 
 
 def plain_wsgi(environ, start_response):

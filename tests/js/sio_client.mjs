@@ -8,7 +8,8 @@
 //   {"cmd":"transports?"} -> {"type":"transports","transports":[names],"sids":[socket ids]}
 //   {"cmd":"join_stream"} -> each client emits join_stream (with ack); -> {"type":"joined"}
 //   {"cmd":"streams?"}    -> {"type":"streams","streams":[{tag: {count, last, outOfOrder,
-//                            duplicates}} per client]} for the "seq" events {tag, n} received
+//                            duplicates, firstAt, lastAt}} per client]} for the "seq" events
+//                            {tag, n} received (times in ms, performance.now())
 //   {"cmd":"exit"}        -> disconnects all, exits 0 (so does the end of stdin)
 // A connect error, a failed whoami, a startup timeout or a bad command print
 // {"type":"error",...} and exit 1. Run with cwd = the repo, so node_modules resolves.
@@ -41,7 +42,11 @@ async function connect(index) {
   socket.on("question", (_question, ack) => ack(`js ${client.pid}`));
   socket.on("news", (payload) => client.news.push(payload));
   socket.on("seq", ({ tag, n }) => {
-    const s = (client.streams[tag] ??= { count: 0, last: -1, outOfOrder: 0, duplicates: 0, seen: new Set() });
+    const now = performance.now();
+    const s = (client.streams[tag] ??= {
+      count: 0, last: -1, outOfOrder: 0, duplicates: 0, firstAt: now, lastAt: now, seen: new Set(),
+    });
+    s.lastAt = now;
     if (s.seen.has(n)) s.duplicates++;
     else s.seen.add(n);
     if (n !== s.last + 1) s.outOfOrder++;
