@@ -12,12 +12,13 @@ after them): the user's startup hooks run after barrel's, so they can use the
 bus; the user's exit hooks run before barrel's, so they still can.
 
 What runs where:
-    on_starting       arbiter  create the runtime dir, launch and supervise the broadcaster,
-                               make the key that signs session ids
+    on_starting       arbiter  create the runtime dir, launch and supervise the side
+                               processes (broadcaster, embedded store), make the key
+                               that signs session ids
     post_worker_init  worker   connect this worker's bus client (after gevent patching)
-    worker_exit       worker   close the bus client
-    on_reload         arbiter  (HUP) apply reloaded settings; the broadcaster stays
-    on_exit           arbiter  stop the broadcaster, remove the runtime dir
+    worker_exit       worker   close the store and bus clients
+    on_reload         arbiter  (HUP) apply reloaded settings; side processes stay
+    on_exit           arbiter  stop the side processes, remove the runtime dir
 """
 from __future__ import annotations
 
@@ -33,14 +34,26 @@ from gunicorn.config import validate_callable
 from gunicorn_barrel import routing
 from gunicorn_barrel import settings as barrel_settings
 from gunicorn_barrel.bus import client as bus_client
-from gunicorn_barrel.sidecar import BroadcasterSupervisor
+from gunicorn_barrel.bus import endpoints
+from gunicorn_barrel.sidecar import SideProcessSupervisor
 
 _overrides: dict[str, object] = {}
 _active: barrel_settings.BarrelSettings | None = None
-_supervisor: BroadcasterSupervisor | None = None
 
-# Settings the running broadcaster was started with; HUP cannot change them.
-_FIXED_AT_START = ("runtime_dir", "max_frame_size")
+
+@dataclasses.dataclass
+class _Instance:
+    """What on_starting set up in the arbiter (inherited by every worker)."""
+
+    arbiter_pid: int
+    runtime_dir: str
+    side_processes: list[SideProcessSupervisor]
+
+
+_instance: _Instance | None = None
+
+# Settings the running side processes were started with; HUP cannot change them.
+_FIXED_AT_START = ("runtime_dir", "max_frame_size", "store", "store_path", "store_durability")
 
 
 def active_settings() -> barrel_settings.BarrelSettings | None:
@@ -48,23 +61,52 @@ def active_settings() -> barrel_settings.BarrelSettings | None:
     return _active
 
 
-def supervisor() -> BroadcasterSupervisor | None:
-    """The arbiter's broadcaster supervisor (None in workers and before on_starting)."""
-    return _supervisor
+def supervisor(name: str = "broadcaster") -> SideProcessSupervisor | None:
+    """The arbiter's supervisor of side process ``name`` (None before on_starting)."""
+    if _instance is None:
+        return None
+    return next((p for p in _instance.side_processes if p.name == name), None)
 
 
 def runtime_dir() -> str | None:
     """This instance's private runtime directory (inherited by workers)."""
-    return _supervisor.runtime_dir if _supervisor is not None else None
+    return _instance.runtime_dir if _instance is not None else None
+
+
+def _side_processes(
+    settings: barrel_settings.BarrelSettings, rdir: str, server: Any
+) -> list[SideProcessSupervisor]:
+    common = (rdir, settings, server.log, server.cfg.uid, server.cfg.gid)
+    procs = [SideProcessSupervisor(
+        "broadcaster", "gunicorn_barrel.bus.broadcaster",
+        ["--max-frame-size", str(settings.max_frame_size)], *common,
+    )]
+    if settings.store == "embedded":
+        procs.append(SideProcessSupervisor(
+            "store", "gunicorn_barrel.store.embedded_server",
+            ["--path", settings.store_path, "--durability", settings.store_durability,
+             "--max-value", str(settings.store_max_value),
+             "--max-frame-size", str(settings.max_frame_size)],
+            *common,
+        ))
+    return procs
 
 
 def on_starting(server: Any) -> None:
-    global _active, _supervisor
+    global _active, _instance
     _active = barrel_settings.resolve(_overrides)
     routing.set_secret(os.urandom(32))
-    if _supervisor is None:
-        _supervisor = BroadcasterSupervisor(_active, server.log, server.cfg.uid, server.cfg.gid)
-        _supervisor.start()
+    if _instance is not None:
+        return
+    rdir = endpoints.create_runtime_dir(_active.runtime_dir, server.cfg.uid, server.cfg.gid)
+    instance = _Instance(os.getpid(), rdir, _side_processes(_active, rdir, server))
+    try:
+        for proc in instance.side_processes:
+            proc.start()
+    except BaseException:
+        _stop(instance)
+        raise
+    _instance = instance
 
 
 def on_reload(server: Any) -> None:
@@ -79,10 +121,10 @@ def on_reload(server: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    if _supervisor is None or _active is None:
+    if _instance is None or _active is None:
         raise RuntimeError("barrel hooks: on_starting did not run in the arbiter")
     bus_client.connect(
-        _supervisor.runtime_dir,
+        _instance.runtime_dir,
         _active.max_frame_size,
         gap_timeout=_active.gap_timeout,
         max_unacked=_active.max_unacked,
@@ -97,14 +139,24 @@ def worker_exit(server: Any, worker: Any) -> None:
     if backpressure is not None and backpressure.counters:
         server.log.info("barrel slow-client counters (pid %s): %s", os.getpid(),
                         dict(backpressure.counters))
+    store = sys.modules.get("gunicorn_barrel.store")
+    if store is not None:
+        store.close_store()
     bus_client.close_current()  # logs the bus counters
 
 
 def on_exit(server: Any) -> None:
-    global _supervisor
-    if _supervisor is not None and _supervisor.arbiter_pid == os.getpid():
-        _supervisor.stop()
-        _supervisor = None
+    global _instance
+    if _instance is not None and _instance.arbiter_pid == os.getpid():
+        _stop(_instance)
+        _instance = None
+
+
+def _stop(instance: _Instance) -> None:
+    # The store publishes through the broadcaster: stop it first.
+    for proc in reversed(instance.side_processes):
+        proc.stop()
+    endpoints.remove_runtime_dir(instance.runtime_dir)
 
 
 # name -> (barrel hook, barrel runs first?)

@@ -72,6 +72,20 @@ def _choice(*allowed: str) -> Callable[[object], str]:
     return parse
 
 
+def _store_backend(raw: object) -> str:
+    value = str(raw).strip()
+    if value in ("embedded", "none") or value.startswith(("redis://", "rediss://", "unix://")):
+        return value
+    raise ValueError(f"expected 'embedded', 'none' or a redis:// URL, got {raw!r}")
+
+
+def _absolute_path(raw: object) -> str:
+    path = str(raw)
+    if not path:
+        raise ValueError("must not be empty")
+    return os.path.abspath(path)
+
+
 def _existing_dir(raw: object) -> str:
     path = str(raw)
     if not os.path.isabs(path):
@@ -159,6 +173,43 @@ SETTINGS: tuple[Setting, ...] = (
         "new one (counted in packets_dropped_slow). Default disconnect.",
     ),
     Setting(
+        "store",
+        _store_backend,
+        lambda: "embedded",
+        "The shared key/value store (gunicorn_barrel.store): 'embedded' (a side "
+        "process keeping it in SQLite, no server needed), a 'redis://host:port/db' URL, "
+        "or 'none'. Default embedded.",
+    ),
+    Setting(
+        "store_path",
+        _absolute_path,
+        lambda: "barrel-store.sqlite3",
+        "The embedded store's SQLite file (relative paths are taken from gunicorn's "
+        "working directory). It outlives gunicorn: stopping or restarting loses no "
+        "acknowledged write. Default barrel-store.sqlite3.",
+    ),
+    Setting(
+        "store_durability",
+        _choice("process", "power"),
+        lambda: "process",
+        "'process': an acknowledged write survives any crash of the store process "
+        "or of gunicorn (SQLite WAL, synchronous=NORMAL); 'power': it also survives "
+        "power loss (synchronous=FULL, an fsync per write batch, slower). Default process.",
+    ),
+    Setting(
+        "store_timeout",
+        _float_between(0.05, 300.0),
+        lambda: 5.0,
+        "Seconds a store call waits for its answer before raising StoreTimeout. Default 5.",
+    ),
+    Setting(
+        "store_max_value",
+        _int_between(16, 64 * 1024 * 1024),
+        lambda: 64 * 1024,
+        "Largest store value in bytes (its JSON text); larger values raise "
+        "StoreValueError at the call. Default 65536.",
+    ),
+    Setting(
         "restart_delay",
         _float_between(0.0, 10.0),
         lambda: 0.1,
@@ -181,6 +232,11 @@ class BarrelSettings:
     max_unacked: int
     client_queue_limit: int
     slow_client_policy: str
+    store: str
+    store_path: str
+    store_durability: str
+    store_timeout: float
+    store_max_value: int
     restart_delay: float
 
 

@@ -1,4 +1,8 @@
-"""Starting, supervising and stopping the broadcaster from the gunicorn arbiter.
+"""Starting, supervising and stopping barrel's side processes from the gunicorn arbiter.
+
+The side processes are the broadcaster and, with the embedded store, the
+store server. Each is exec'd as ``python -m <module>`` (so ``ps`` shows what
+it is) with the runtime directory and the arbiter pid on its command line.
 
 Why not multiprocessing or a plain Popen.wait():
 - the arbiter reaps every child with ``waitpid(-1)``, so Popen loses the exit
@@ -7,7 +11,7 @@ Why not multiprocessing or a plain Popen.wait():
 - a ``multiprocessing`` daemon is SIGTERMed by the first worker that exits
   (its atexit handler runs in forked workers); an exec'd process is not.
 
-The broadcaster runs in its own process group (terminal Ctrl-C reaches the
+A side process runs in its own process group (terminal Ctrl-C reaches the
 arbiter only, which then stops us in order) and asks the kernel for SIGTERM
 when the arbiter dies, so it never outlives it.
 """
@@ -36,22 +40,29 @@ class Logger(Protocol):
     def error(self, msg: str, *args: object) -> None: ...
 
 
-class BroadcasterSupervisor:
-    """Owns one broadcaster process and the runtime directory it binds in."""
+class SideProcessSupervisor:
+    """Owns one side process: starts it, restarts it when it dies, stops it."""
 
     def __init__(
         self,
+        name: str,
+        module: str,
+        args: list[str],
+        runtime_dir: str,
         settings: BarrelSettings,
         log: Logger,
         uid: int | None = None,
         gid: int | None = None,
     ) -> None:
+        self.name = name
+        self.module = module
+        self.args = args
         self.settings = settings
         self.log = log
         self.arbiter_pid = os.getpid()
-        self.runtime_dir = endpoints.create_runtime_dir(settings.runtime_dir, uid, gid)
-        # Run the broadcaster as the workers' user (gunicorn's user/group), so
-        # that the ipc sockets it creates are theirs to connect to.
+        self.runtime_dir = runtime_dir
+        # Run it as the workers' user (gunicorn's user/group), so that the ipc
+        # sockets it creates are theirs to connect to.
         drop = os.geteuid() == 0 and uid is not None and uid != 0
         self._user = uid if drop else None
         self._group = gid if drop else None
@@ -68,22 +79,22 @@ class BroadcasterSupervisor:
         return self._proc.pid if self._proc is not None else None
 
     def start(self) -> None:
-        """Launch the broadcaster, wait until it has bound, then supervise it."""
+        """Launch the process, wait until it is ready, then supervise it."""
         self._spawn()
         self.wait_ready(_READY_TIMEOUT)
-        self._thread = threading.Thread(target=self._watch, name="barrel-supervisor", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name=f"barrel-{self.name}", daemon=True)
         self._thread.start()
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while endpoints.ready_pid(self.runtime_dir) != self.pid:
+        while endpoints.ready_pid(self.runtime_dir, self.name) != self.pid:
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"the barrel broadcaster did not start within {timeout:.0f} s; "
+                    f"the barrel {self.name} did not start within {timeout:.0f} s; "
                     "see its messages above"
                 )
             if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError("the barrel broadcaster exited at start; see its messages above")
+                raise RuntimeError(f"the barrel {self.name} exited at start; see its messages above")
             time.sleep(0.01)
 
     def _spawn(self) -> None:
@@ -91,10 +102,10 @@ class BroadcasterSupervisor:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         cmd = [
-            sys.executable, "-m", "gunicorn_barrel.bus.broadcaster",
+            sys.executable, "-m", self.module,
             "--runtime-dir", self.runtime_dir,
-            "--max-frame-size", str(self.settings.max_frame_size),
             "--parent-pid", str(self.arbiter_pid),
+            *self.args,
         ]
         with self._lock:
             self._proc = subprocess.Popen(
@@ -105,7 +116,7 @@ class BroadcasterSupervisor:
                 self._pidfd = os.pidfd_open(self._proc.pid)
             except ProcessLookupError:  # died and reaped already: _watch restarts it
                 self._pidfd = None
-        self.log.info("barrel broadcaster started (pid: %s)", self._proc.pid)
+        self.log.info("barrel %s started (pid: %s)", self.name, self._proc.pid)
 
     def _wait_exit(self) -> bool:
         """Block until the broadcaster ends (True) or stop() is called (False)."""
@@ -121,7 +132,7 @@ class BroadcasterSupervisor:
             if not self._wait_exit():
                 return
             self._close_pidfd()
-            self.log.error("barrel broadcaster (pid: %s) died; restarting", self.pid)
+            self.log.error("barrel %s (pid: %s) died; restarting", self.name, self.pid)
             if time.monotonic() - started > _STABLE_AFTER:
                 delay = self.settings.restart_delay
             if self._stop.wait(delay):
@@ -131,7 +142,7 @@ class BroadcasterSupervisor:
                 self._spawn()
                 self.restarts += 1
             except OSError as exc:
-                self.log.error("cannot restart the barrel broadcaster: %s", exc)
+                self.log.error("cannot restart the barrel %s: %s", self.name, exc)
 
     def _close_pidfd(self) -> None:
         with self._lock:
@@ -140,7 +151,7 @@ class BroadcasterSupervisor:
                 self._pidfd = None
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop supervising, end the broadcaster and remove the runtime directory."""
+        """Stop supervising and end the process."""
         self._stop.set()
         os.write(self._wake_w, b"x")
         if self._thread is not None:
@@ -149,8 +160,7 @@ class BroadcasterSupervisor:
         if proc is not None:
             _terminate(proc, self._pidfd, timeout)
         self._close_pidfd()
-        endpoints.remove_runtime_dir(self.runtime_dir)
-        self.log.info("barrel broadcaster stopped, %s restart(s)", self.restarts)
+        self.log.info("barrel %s stopped, %s restart(s)", self.name, self.restarts)
 
 
 def _terminate(proc: subprocess.Popen[bytes], pidfd: int | None, timeout: float) -> None:

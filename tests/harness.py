@@ -23,6 +23,8 @@ import socketio
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_CONF = REPO / "example_confs" / "barrel_conf.py"
 BROADCASTER_MODULE = "gunicorn_barrel.bus.broadcaster"
+STORE_MODULE = "gunicorn_barrel.store.embedded_server"
+SIDE_PROCESS_MARK = "-m gunicorn_barrel."
 GUNICORN_SCRIPT = str(Path(sys.executable).parent / "gunicorn")
 
 
@@ -109,7 +111,9 @@ class Gunicorn:
             "-b", f"127.0.0.1:{self.port}", "--chdir", str(REPO), "--no-control-socket",
             "--graceful-timeout", "5", *extra_args, app,
         ]
-        self.env = {**os.environ, **(env or {})}
+        # Each instance keeps its embedded store in a file of its own.
+        self.store_path = Path(f"/tmp/barrel-test-store-{self.port}.sqlite3")
+        self.env = {**os.environ, "BARREL_STORE_PATH": str(self.store_path), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_pids: set[int] = set()
 
@@ -143,7 +147,10 @@ class Gunicorn:
         return self.log_path.read_text(errors="replace")
 
     def worker_pids(self) -> list[int]:
-        return [p for p in children_of(self.pid) if BROADCASTER_MODULE not in _cmdline(p)]
+        return [p for p in children_of(self.pid) if SIDE_PROCESS_MARK not in _cmdline(p)]
+
+    def store_pids(self) -> list[int]:
+        return [p for p in children_of(self.pid) if STORE_MODULE in _cmdline(p)]
 
     def broadcaster_pids(self) -> list[int]:
         return [p for p in children_of(self.pid) if BROADCASTER_MODULE in _cmdline(p)]
@@ -175,6 +182,8 @@ class Gunicorn:
         for pid in self.started_pids:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(self.store_path) + suffix).unlink(missing_ok=True)
 
 
 @contextmanager

@@ -53,7 +53,7 @@ def test_sigterm_stops_everything_and_removes_runtime_dir() -> None:
         runtime_dir = srv.runtime_dir()
         assert oct(os.stat(runtime_dir).st_mode & 0o777) == "0o700"
         family = children_of(srv.pid)
-        assert len(family) == WORKERS + 1
+        assert len(family) == WORKERS + 2  # and the broadcaster and the store
         assert srv.proc is not None
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(30) == 0
@@ -88,10 +88,13 @@ def test_arbiter_sigkilled_leaves_no_barrel_process() -> None:
     srv = Gunicorn(workers=WORKERS).start()
     try:
         bcast = srv.broadcaster_pid()
+        store = srv.store_pids()
+        assert len(store) == 1
         runtime_dir = srv.runtime_dir()
         workers = srv.worker_pids()
         os.kill(srv.pid, signal.SIGKILL)
         wait_for(lambda: not pid_alive(bcast), 2, "the broadcaster to die with the arbiter")
+        wait_for(lambda: not pid_alive(store[0]), 2, "the store to die with the arbiter")
         wait_for(lambda: not any(pid_alive(p) for p in workers), 10, "workers to die with the arbiter")
         wait_for(lambda: not os.path.exists(runtime_dir), 5, "the runtime dir removed")
     finally:

@@ -7,7 +7,7 @@ import tempfile
 
 PULL_SOCKET = "pull.sock"
 PUB_SOCKET = "pub.sock"
-READY_FILE = "broadcaster.ready"
+STORE_SOCKET = "store.sock"
 
 
 PREFIX = "barrel-"
@@ -79,18 +79,22 @@ def pub_endpoint(runtime_dir: str) -> str:
     return "ipc://" + os.path.join(runtime_dir, PUB_SOCKET)
 
 
-def mark_ready(runtime_dir: str, pid: int) -> None:
-    """Tell the supervisor that broadcaster ``pid`` has bound its sockets."""
-    tmp = os.path.join(runtime_dir, f".{READY_FILE}.{pid}")
+def store_endpoint(runtime_dir: str) -> str:
+    return "ipc://" + os.path.join(runtime_dir, STORE_SOCKET)
+
+
+def mark_ready(runtime_dir: str, pid: int, name: str = "broadcaster") -> None:
+    """Tell the supervisor that side process ``name`` (``pid``) has bound its sockets."""
+    tmp = os.path.join(runtime_dir, f".{name}.ready.{pid}")
     with open(tmp, "w") as fh:
         fh.write(str(pid))
-    os.replace(tmp, os.path.join(runtime_dir, READY_FILE))
+    os.replace(tmp, os.path.join(runtime_dir, f"{name}.ready"))
 
 
-def ready_pid(runtime_dir: str) -> int | None:
-    """The pid of the broadcaster that last reported ready, if any."""
+def ready_pid(runtime_dir: str, name: str = "broadcaster") -> int | None:
+    """The pid of side process ``name`` that last reported ready, if any."""
     try:
-        with open(os.path.join(runtime_dir, READY_FILE)) as fh:
+        with open(os.path.join(runtime_dir, f"{name}.ready")) as fh:
             return int(fh.read().strip() or 0) or None
     except (OSError, ValueError):
         return None

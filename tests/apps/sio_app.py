@@ -132,6 +132,83 @@ def bus_counters(sid, _data=None):
     return {"pid": os.getpid(), "counters": gunicorn_barrel.counters()}
 
 
+@sio.event
+def store_op(sid, data):
+    """Run one store call in this worker: {"op": name, "args": [...]} -> {"result"} or {"error"}."""
+    from gunicorn_barrel.store import StoreError, get_store
+
+    try:
+        result = getattr(get_store(), data["op"])(*data.get("args", []))
+    except StoreError as exc:
+        return {"error": type(exc).__name__, "message": str(exc)}
+    return {"result": result, "pid": os.getpid()}
+
+
+_BAD_STORE_CALLS = {
+    "set-of-ints": lambda store: store.set("k", {1, 2}),
+    "object": lambda store: store.set("k", object()),
+    "nan": lambda store: store.set("k", float("nan")),
+    "too-large": lambda store: store.set("k", "x" * 70_000),
+    "int-key": lambda store: store.set(5, "v"),
+    "empty-key": lambda store: store.set("", "v"),
+    "negative-ttl": lambda store: store.set("k", "v", -1),
+    "incr-text": lambda store: store.incr("k:text"),
+    "incr-float": lambda store: store.incr("k:count", 1.5),
+}
+
+
+@sio.event
+def store_bad(sid, name):
+    """Make one of the bad store calls above in this worker; report the error."""
+    from gunicorn_barrel.store import StoreError, get_store
+
+    try:
+        _BAD_STORE_CALLS[name](get_store())
+    except StoreError as exc:
+        return {"error": type(exc).__name__, "message": str(exc)}
+    return {"error": None}
+
+
+@sio.event
+def store_incr_many(sid, data):
+    """incr data["key"] data["times"] times from this worker (several greenlets at once)."""
+    import gevent
+
+    from gunicorn_barrel.store import get_store
+
+    store = get_store()
+    per = data["times"] // 10
+    jobs = [gevent.spawn(lambda: [store.incr(data["key"]) for _ in range(per)]) for _ in range(10)]
+    gevent.joinall(jobs, raise_error=True)
+    return {"pid": os.getpid(), "done": per * 10}
+
+
+@sio.event
+def store_cas_race(sid, data):
+    """Try compare_and_set(key, None, my pid): True for the one winner."""
+    from gunicorn_barrel.store import get_store
+
+    return {"pid": os.getpid(), "won": get_store().compare_and_set(data["key"], None, os.getpid())}
+
+
+_watched = {}
+
+
+@sio.event
+def store_watch(sid, data):
+    """Start recording changes of data["prefix"] in this worker."""
+    from gunicorn_barrel.store import get_store
+
+    log = _watched.setdefault(data["prefix"], [])
+    get_store().watch(data["prefix"], lambda change: log.append([change.op, change.key, change.value]))
+    return {"pid": os.getpid()}
+
+
+@sio.event
+def store_watched(sid, data):
+    return {"pid": os.getpid(), "changes": _watched.get(data["prefix"], [])}
+
+
 def plain_wsgi(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [f"plain route from {os.getpid()}".encode()]

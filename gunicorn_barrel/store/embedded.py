@@ -1,0 +1,130 @@
+"""The worker side of the embedded store: requests over a DEALER socket, changes from the bus."""
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import gevent
+import msgpack
+import zmq.green as zmq
+from gevent.event import AsyncResult
+
+from gunicorn_barrel.bus import client as bus_client
+from gunicorn_barrel.bus import endpoints, wire
+from gunicorn_barrel.store.base import (
+    Change,
+    Store,
+    StoreError,
+    StoreTimeout,
+    StoreValueError,
+    Watcher,
+    check_key,
+    check_ttl,
+    encode_value,
+)
+from gunicorn_barrel.store.embedded_server import CHANGES_CHANNEL
+
+
+class EmbeddedStore(Store):
+    """A client of this gunicorn instance's store process."""
+
+    def __init__(self, runtime_dir: str, timeout: float, max_value: int) -> None:
+        self.timeout = timeout
+        self.max_value = max_value
+        self._ids = itertools.count(1)
+        self._pending: dict[int, AsyncResult] = {}
+        self._watchers: list[tuple[str, Watcher]] = []
+        self._subscribed = False
+        self._ctx: zmq.Context = zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.connect(endpoints.store_endpoint(runtime_dir))
+        self._receiver = gevent.spawn(self._receive)
+        self._closed = False
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                data = self._sock.recv()
+            except zmq.ZMQError:
+                return
+            try:
+                answer = msgpack.unpackb(data, raw=False)
+                waiter = self._pending.pop(answer["id"])
+            except (ValueError, TypeError, KeyError, msgpack.UnpackException):
+                continue  # an answer to a call that timed out, or garbage
+            waiter.set(answer)
+
+    def _call(self, op: str, **fields: Any) -> Any:
+        if self._closed:
+            raise StoreError("the store client is closed")
+        request_id = next(self._ids)
+        waiter = AsyncResult()
+        self._pending[request_id] = waiter
+        try:
+            self._sock.send(msgpack.packb({"id": request_id, "op": op, **fields}, use_bin_type=True))
+            answer = waiter.get(timeout=self.timeout)
+        except gevent.Timeout:
+            raise StoreTimeout(f"the embedded store did not answer {op} within {self.timeout} s "
+                               "(a write may or may not have been applied)") from None
+        finally:
+            self._pending.pop(request_id, None)
+        if not answer.get("ok"):
+            error = StoreValueError if answer.get("kind") == "value" else StoreError
+            raise error(answer.get("error", "store error"))
+        return answer["result"]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        found = self._call("get", key=check_key(key))
+        return json.loads(found["value"]) if found["found"] else default
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        self._call("set", key=check_key(key), value=encode_value(value, self.max_value), ttl=check_ttl(ttl))
+
+    def delete(self, key: str) -> bool:
+        return bool(self._call("delete", key=check_key(key)))
+
+    def incr(self, key: str, amount: int = 1) -> int:
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise StoreValueError(f"incr amount must be an integer, got {amount!r}")
+        return int(self._call("incr", key=check_key(key), amount=amount))
+
+    def compare_and_set(self, key: str, expected: Any, value: Any, ttl: float | None = None) -> bool:
+        return bool(self._call(
+            "compare_and_set", key=check_key(key), expected=encode_value(expected, self.max_value),
+            value=encode_value(value, self.max_value), ttl=check_ttl(ttl),
+        ))
+
+    def scan(self, prefix: str, limit: int = 1000) -> dict[str, Any]:
+        if not isinstance(prefix, str):
+            raise StoreValueError(f"prefix must be a string, got {type(prefix).__name__}")
+        rows = self._call("scan", prefix=prefix, limit=limit)
+        return {key: json.loads(text) for key, text in rows.items()}
+
+    def watch(self, prefix: str, callback: Watcher) -> None:
+        if not isinstance(prefix, str):
+            raise StoreValueError(f"prefix must be a string, got {type(prefix).__name__}")
+        self._watchers.append((prefix, callback))
+        if not self._subscribed:
+            bus_client.current().subscribe(CHANGES_CHANNEL, self._on_change)
+            self._subscribed = True
+
+    def _on_change(self, frame: wire.Frame) -> None:
+        payload = frame.payload
+        key = payload.get("key")
+        if not isinstance(key, str):
+            return
+        text = payload.get("value")
+        change = Change(str(payload.get("op")), key, json.loads(text) if text is not None else None,
+                        int(payload.get("version", 0)))
+        for prefix, callback in list(self._watchers):
+            if key.startswith(prefix):
+                callback(change)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._receiver.kill(block=True, timeout=1.0)
+        self._sock.close()
