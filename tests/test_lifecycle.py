@@ -156,7 +156,7 @@ def test_usr2_upgrade_then_old_master_stop_leaves_one_broadcaster() -> None:
         os.kill(srv.pid, signal.SIGUSR2)
         new_master = wait_for(lambda: _new_master(srv.pid), 30, "the upgraded master")
         assert new_master is not None
-        wait_for(lambda: len(children_of(new_master)) == 3, 30, "new master's workers and broadcaster")
+        wait_for(lambda: len(children_of(new_master)) == 4, 30, "new master's workers, broadcaster, store")
         srv.started_pids.update(children_of(new_master))
         assert srv.proc is not None
         srv.proc.send_signal(signal.SIGTERM)
