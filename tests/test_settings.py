@@ -17,7 +17,8 @@ from gunicorn_barrel.settings import SettingsError, resolve
 
 NAMES = (
     "runtime_dir", "max_frame_size", "websocket_deflate", "gap_timeout", "max_unacked",
-    "client_queue_limit", "slow_client_policy", "restart_delay",
+    "client_queue_limit", "slow_client_policy", "store", "store_path", "store_durability",
+    "store_timeout", "store_max_value", "restart_delay",
 )
 KNOWN_LIST = "known settings: " + ", ".join(sorted(NAMES))
 
@@ -54,6 +55,11 @@ def test_defaults() -> None:
         max_unacked=100_000,
         client_queue_limit=1000,
         slow_client_policy="disconnect",
+        store="embedded",
+        store_path=os.path.abspath("barrel-store.sqlite3"),
+        store_durability="process",
+        store_timeout=5.0,
+        store_max_value=64 * 1024,
         restart_delay=0.1,
     )
     assert resolve({}, environ={}) == resolved
@@ -127,7 +133,10 @@ def test_all_settings_together(short_dir: str) -> None:
         environ={"BARREL_WEBSOCKET_DEFLATE": "on", "BARREL_RESTART_DELAY": "1.5",
                  "BARREL_CLIENT_QUEUE_LIMIT": "50", "BARREL_SLOW_CLIENT_POLICY": "Drop_Oldest"},
     )
-    assert resolved == settings.BarrelSettings(short_dir, 2048, True, 2.0, 500, 50, "drop_oldest", 1.5)
+    assert resolved == settings.BarrelSettings(
+        short_dir, 2048, True, 2.0, 500, 50, "drop_oldest", "embedded",
+        os.path.abspath("barrel-store.sqlite3"), "process", 5.0, 64 * 1024, 1.5,
+    )
 
 
 # --------------------------------------------------------------------------- precedence
@@ -193,6 +202,9 @@ def test_lower_case_env_var_is_applied_or_refused() -> None:
 # --------------------------------------------------------------------------- bad values
 
 BAD: list[tuple[str, object, str]] = [
+    ("store", "memcached://x", "expected 'embedded', 'none' or a redis:// URL"),
+    ("store_durability", "disk", "expected one of process, power"),
+    ("store_max_value", 1, "must be between 16 and"),
     ("slow_client_policy", "kick", "expected one of disconnect, drop_oldest, got 'kick'"),
     ("gap_timeout", "0", "must be between 0.1 and 60.0"),
     ("client_queue_limit", "5", "must be between 10 and 1000000, got 5"),
