@@ -9,7 +9,6 @@ configuration is the median of its runs, metric by metric.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import cpu
 from tests.harness import EXAMPLE_CONF, REPO, Gunicorn, children_of
 
 BENCH = Path(__file__).resolve().parent
@@ -26,6 +26,7 @@ MAX_LOG_LINES = 20
 # "other CPU" (the machine's busy time less server and load generator) above
 # this share of one core means another process competed with the run.
 CONTENDED_PCT = 25.0
+RUN_OVERHEAD_S = 5.0  # gunicorn start and stop, load generator start
 
 
 @dataclass(frozen=True)
@@ -44,27 +45,6 @@ CONFIGS = (
 )
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of live ``pids`` (exited ones count as 0)."""
-    ticks = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _machine_ticks() -> tuple[int, int]:
-    """(busy, steal) clock ticks of the whole machine so far, from /proc/stat."""
-    with open("/proc/stat") as fh:
-        fields = [int(v) for v in fh.readline().split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return user + nice + system + irq + softirq, steal
-
-
 def log_issues(path: Path) -> list[str]:
     lines = path.read_text(errors="replace").splitlines()
     return [line for line in lines if any(m in line for m in LOG_MARKERS)][:MAX_LOG_LINES]
@@ -79,25 +59,24 @@ def run_once(config: ServerConfig, load_args: list[str], timeout: float, log_dir
         srv.start()
         workers_before = sorted(srv.worker_pids())
         server_pids = children_of(srv.pid)
-        cpu0 = _cpu_seconds(server_pids)
-        busy0, steal0 = _machine_ticks()
+        cpu0 = cpu.process_seconds(server_pids)
+        busy0, steal0 = cpu.machine_seconds()
         t0 = time.monotonic()
         proc = subprocess.run(
             [sys.executable, "-m", "bench.polling_load", "--port", str(srv.port), *load_args],
             cwd=REPO, capture_output=True, text=True, timeout=timeout,
         )
         wall = time.monotonic() - t0
-        server_cpu = _cpu_seconds(server_pids) - cpu0
-        busy1, steal1 = _machine_ticks()
+        server_cpu = cpu.process_seconds(server_pids) - cpu0
+        busy1, steal1 = cpu.machine_seconds()
         same_workers = sorted(srv.worker_pids()) == workers_before
     finally:
         srv.stop()
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed ({proc.returncode}): {proc.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(proc.stdout)
-    tick = os.sysconf("SC_CLK_TCK")
     server_pct, loadgen_pct = 100 * server_cpu / wall, 100 * result["cpu_s"] / wall
-    machine_pct = 100 * (busy1 - busy0) / tick / wall
+    machine_pct = 100 * (busy1 - busy0) / wall
     result.update(
         server_cpu_s=server_cpu,
         server_cpu_pct=server_pct,
@@ -105,7 +84,7 @@ def run_once(config: ServerConfig, load_args: list[str], timeout: float, log_dir
         # CPU the machine spent on anything else meanwhile (other processes, kernel)
         machine_busy_pct=machine_pct,
         other_cpu_pct=machine_pct - server_pct - loadgen_pct,
-        steal_pct=100 * (steal1 - steal0) / tick / wall,
+        steal_pct=100 * (steal1 - steal0) / wall,
         same_workers_throughout=same_workers,
         log_path=str(srv.log_path),
         log_issues=log_issues(srv.log_path),
@@ -123,6 +102,7 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "runs": len(runs),
         "sessions_per_s": median(lambda r: r["sessions_per_s"]),
         "sessions_per_s_each_run": [round(r["sessions_per_s"], 1) for r in runs],
+        "contended_each_run": [r["contended"] for r in runs],
         "latency_p50_ms": median(lambda r: r["latency_ms"]["p50"]),
         "latency_p99_ms": median(lambda r: r["latency_ms"]["p99"]),
         "requests_timed": sum(r["latency_ms"]["n"] for r in runs),
@@ -136,28 +116,35 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def measure(rounds: int, concurrency: int, warmup: float, duration: float, connection: str,
-            log_dir: Path, retries: int) -> dict[str, Any]:
+            log_dir: Path, retries: int, deadline: float, quiet_wait: float) -> dict[str, Any]:
     """Run every configuration ``rounds`` times, interleaved (A B C, A B C, ...).
 
-    A run during which something else took more than CONTENDED_PCT of a core
-    is set aside and run again, ``retries`` times at most over the whole
-    measurement; a contended run kept for want of retries stays flagged.
+    Each run first waits (``quiet_wait`` s at most) for a quiet machine. A run
+    during which something else took more than CONTENDED_PCT of a core is set
+    aside and run again while ``retries`` (over the whole measurement) and time
+    before ``deadline`` (time.monotonic) remain; a contended run kept stays flagged.
     """
     load_args = ["--concurrency", str(concurrency), "--warmup", str(warmup),
                  "--duration", str(duration), "--connection", connection]
     timeout = warmup + duration + 90
+    run_cost = warmup + duration + RUN_OVERHEAD_S  # start, load, stop
     runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in CONFIGS}
     discarded: list[dict[str, Any]] = []
+    waited = 0.0
+    left = rounds * len(CONFIGS)
     for round_no in range(rounds):
         for i, config in enumerate(CONFIGS):
+            left -= 1
             while True:
-                tag = f"r{round_no}-c{i}-{len(discarded)}"
-                result = run_once(config, load_args, timeout, log_dir, tag)
+                spare = deadline - time.monotonic() - (left + 1) * run_cost
+                waited += cpu.wait_for_quiet(min(quiet_wait, max(0.0, spare)))
+                result = run_once(config, load_args, timeout, log_dir, f"r{round_no}-c{i}-{len(discarded)}")
                 result["contended"] = result["other_cpu_pct"] > CONTENDED_PCT
                 print(f"throughput round {round_no + 1}/{rounds} {config.name}: "
                       f"{result['sessions_per_s']:.0f} sessions/s, {result['errors']} errors, "
                       f"other CPU {result['other_cpu_pct']:.0f} %", file=sys.stderr)
-                if not result["contended"] or len(discarded) >= retries:
+                time_left = deadline - time.monotonic() > (left + 1) * run_cost
+                if not result["contended"] or len(discarded) >= retries or not time_left:
                     break
                 discarded.append({"config": config.name, **result})
                 print("  contended: set aside, run again", file=sys.stderr)
@@ -170,6 +157,7 @@ def measure(rounds: int, concurrency: int, warmup: float, duration: float, conne
         "summary": summary,
         "ratio_w2_over_w1": w2 / w1 if w1 else float("nan"),
         "contended_pct": CONTENDED_PCT,
+        "waited_for_quiet_s": waited,
         "runs": runs,
         "discarded_contended_runs": discarded,
     }

@@ -6,6 +6,8 @@ import os
 import platform
 from typing import Any
 
+from bench import cpu
+
 PACKAGES = ("gunicorn", "gevent", "python-engineio", "python-socketio")
 
 
@@ -55,13 +57,16 @@ def throughput_table(tp: dict[str, Any]) -> list[str]:
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, s in tp["summary"].items():
-        each = ", ".join(_f(v) for v in s["sessions_per_s_each_run"])
+        marks = ["*" if contended else "" for contended in s["contended_each_run"]]
+        each = ", ".join(_f(v) + mark for v, mark in zip(s["sessions_per_s_each_run"], marks, strict=True))
         lines.append(
             f"| {name} | {_f(s['sessions_per_s'])} | {each} | {_f(s['latency_p50_ms'], 2)} "
             f"| {_f(s['latency_p99_ms'], 2)} | {s['errors']} | {_f(s['server_cpu_pct'])} "
             f"| {_f(s['loadgen_cpu_pct'])} | {_f(s['other_cpu_pct_max'])} |"
         )
     lines.append(f"| **ratio BarrelWorker -w 2 / -w 1** | **{tp['ratio_w2_over_w1']:.2f}** | | | | | | | |")
+    lines += ["", f"\\* contended run: other processes took over {tp['contended_pct']:.0f} % of a core "
+              "during it (kept when no rerun or time was left)."]
     return lines
 
 
@@ -84,7 +89,7 @@ def conditions(results: dict[str, Any]) -> list[str]:
         "each sample is a fresh TCP connection, `GET /plain` (tells the accepting worker), then the timed "
         "`POST ...&sid=<random session>` body `3` on the same keep-alive connection "
         f"(time.perf_counter_ns, client side, http.client); {lat['warmup_samples']} untimed warm-up "
-        f"samples; errors: {lat['errors']}.",
+        f"samples; errors: {lat['errors']}; other CPU during it: {lat['other_cpu_pct']:.0f} %.",
         f"- Throughput: a session is GET handshake -> POST `40` -> GET (`40...`) -> POST `1`; "
         f"{args['concurrency']} gevent greenlets in one load-generator process (http.client, "
         f"{sessions}), {args['warmup']} s warm-up then {args['duration']} s measured; "
@@ -97,8 +102,11 @@ def conditions(results: dict[str, Any]) -> list[str]:
     ]
     discarded = tp["discarded_contended_runs"]
     kept = sum(s["contended_runs_kept"] for s in tp["summary"].values())
-    lines.append(f"- Runs during which other processes took over {tp['contended_pct']:.0f} % of a core: "
-                 f"{len(discarded)} set aside and run again, {kept} kept (no reruns left).")
+    waited = lat["waited_for_quiet_s"] + tp["waited_for_quiet_s"]
+    lines.append(f"- The machine is shared with other work: each phase first waited for it to be quiet "
+                 f"(under {cpu.QUIET_PCT:.0f} % of a core busy; {waited:.0f} s waited in all). Runs during "
+                 f"which other processes took over {tp['contended_pct']:.0f} % of a core: {len(discarded)} "
+                 f"set aside and run again, {kept} kept (no reruns or time left).")
     log_lines = sum(len(r["log_issues"]) for runs in tp["runs"].values() for r in runs)
     log_lines += len(lat["log_issues"])
     lines.append(f"- gunicorn log lines with ERROR/WARNING/Traceback/Invalid session, all runs: {log_lines} "

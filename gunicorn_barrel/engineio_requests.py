@@ -9,6 +9,13 @@
 - Chunked request bodies: engine.io reads ``CONTENT_LENGTH`` bytes and would
   see an empty body (the packets silently lost); we read the chunked body,
   up to that same limit, and give engine.io a body of known length.
+- Malformed polling payloads: engine.io 4.15 answers 200 to a body that is not
+  UTF-8 (with a traceback), and hangs a POST carrying a packet type clients
+  never send (it closes the session and waits for its queue to drain). We
+  answer 400 to both before engine.io sees them.
+- A POST for a session the client just closed: engine.io's KeyError("Session
+  is disconnected") escapes as a 500; we answer 400, its normal answer for a
+  session it does not know.
 
 Requests without ``EIO=`` in the query string pass through untouched.
 """
@@ -39,6 +46,17 @@ def engineio_requests(app: WSGIApp, allow_deflate: bool, body_limit: Callable[[]
             environ["CONTENT_LENGTH"] = str(len(body))
         elif _content_length(environ) > limit:
             return _too_large(start_response, limit)
+        if environ.get("REQUEST_METHOD") == "POST" and "EIO=4" in environ.get("QUERY_STRING", ""):
+            body = environ["wsgi.input"].read(_content_length(environ))
+            problem = payload_problem(body)
+            if problem is not None:
+                return _bad_request(start_response, problem)
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            try:
+                return app(environ, start_response)
+            except KeyError:  # engine.io's "Session is disconnected"
+                return _bad_request(start_response, "Invalid session")
         return app(environ, start_response)
 
     return barrel_engineio
@@ -56,6 +74,27 @@ def _content_length(environ: dict[str, Any]) -> int:
         return 0
 
 
+# Packet types a client may send in an engine.io 4 polling payload: close,
+# ping, pong, message, and "b" for a base64 binary message.
+_CLIENT_PACKET_TYPES = frozenset("1234b")
+
+
+def payload_problem(body: bytes) -> str | None:
+    """What is wrong with an engine.io 4 polling POST body, or None if nothing."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "payload is not UTF-8"
+    for packet in text.split("\x1e"):
+        if not packet or packet[0] not in _CLIENT_PACKET_TYPES:
+            return "payload has a packet clients do not send"
+    return None
+
+
 def _too_large(start_response: Callable[..., Any], limit: int) -> list[bytes]:
+    return _bad_request(start_response, f"request body over the limit of {limit} bytes")
+
+
+def _bad_request(start_response: Callable[..., Any], reason: str) -> list[bytes]:
     start_response("400 BAD REQUEST", [("Content-Type", "text/plain")])
-    return [f"request body over the limit of {limit} bytes".encode()]
+    return [reason.encode()]

@@ -14,7 +14,7 @@ without a corpus directory). Properties, as in the pytest fuzzer:
 - a decoded Frame encodes again and decodes to the same frame.
 
 The known gap (check() does not refuse a non-UTF-8 topic that decode()
-refuses) is tolerated unless BARREL_FUZZ_STRICT=1.
+refuses) is tolerated unless WIRE_FUZZ_STRICT=1.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from tests.test_fuzz_wire import (  # noqa: E402 - after the instrumented import
     _packed,
 )
 
-STRICT = os.environ.get("BARREL_FUZZ_STRICT") == "1"
+STRICT = os.environ.get("WIRE_FUZZ_STRICT") == "1"
 
 
 def _parts_from(data: bytes) -> tuple[list[bytes], int]:

@@ -257,13 +257,6 @@ def test_rogue_frames_are_refused_and_the_bus_keeps_working() -> None:
     assert refused == len(crafted) + FLOOD, counts[-1]  # the 70,000-byte part never reached Python
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the broadcaster only runs wire.check (header, sizes), so a frame with a valid header and "
-    "garbage msgpack, or a non-UTF-8 topic whose prefix a worker subscribed to, is published and "
-    "reaches the workers (each counts frames_refused and logs 'bus frame refused')",
-)
 def test_valid_headers_with_garbage_payloads_or_topics_never_reach_a_worker() -> None:
     with gunicorn(workers=2, env=ENV) as srv:
         clients = spread_clients(srv.url, 2, per_worker=1)
@@ -400,40 +393,18 @@ def test_malformed_engineio_and_socketio_requests_get_clean_answers() -> None:
             _close(clients)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="python-engineio 4.15.1 answers 200 'OK' to a polling POST whose body is not UTF-8 (it logs "
-    "'post request handler error' and a traceback); barrel's engineio_requests middleware does not "
-    "turn it into a 400",
-)
 def test_a_garbage_engineio_payload_gets_a_4xx() -> None:
     with gunicorn(workers=2, env=ENV) as srv:
         session = _polling_session(srv)
         _clean_error(srv, "POST", session, b"\xff\xfe garbage")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a polling POST carrying an engine.io packet type the server does not take from clients "
-    "(e.g. '9zzz', '6', '0') makes python-engineio close the session and wait for its queue to drain: "
-    "with no GET pending the POST never gets an answer (seen > 120 s); barrel's engineio_requests "
-    "middleware answers 400 at once only for oversized bodies",
-)
 def test_an_unknown_engineio_packet_type_gets_a_prompt_4xx() -> None:
     with gunicorn(workers=2, env=ENV) as srv:
         session = _polling_session(srv)
         _clean_error(srv, "POST", session, b"9zzz")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="after a client's CLOSE packet ('1') the session is closed but still listed; python-engineio's "
-    "POST path calls _get_socket without catching its KeyError('Session is disconnected'): "
-    "the next POST on that sid gets a 500 instead of 400 'Invalid session'",
-)
 def test_a_post_after_the_client_closed_its_session_gets_a_4xx() -> None:
     with gunicorn(workers=2, env=ENV) as srv:
         session = _polling_session(srv)

@@ -46,6 +46,33 @@ def _die_with_parent(parent_pid: int) -> None:
         raise SystemExit("broadcaster: the arbiter is already gone")
 
 
+class _Published:
+    """One sender's stream as published here: acknowledged only up to its first hole.
+
+    A frame lost before it reached us (a full queue on the way) must not be
+    acknowledged by a later one: the sender resends what is not acknowledged.
+    """
+
+    _MAX_AHEAD = 100_000
+
+    def __init__(self, contiguous: int) -> None:
+        self.contiguous = contiguous
+        self.ahead: set[int] = set()
+        self.last_seen = 0.0
+
+    def add(self, seq: int, now: float) -> None:
+        self.last_seen = now
+        if seq <= self.contiguous:
+            return  # a resend of what we already published
+        self.ahead.add(seq)
+        while self.contiguous + 1 in self.ahead:
+            self.contiguous += 1
+            self.ahead.remove(self.contiguous)
+        if len(self.ahead) > self._MAX_AHEAD:  # a hole that will never fill: move past it
+            self.contiguous = min(self.ahead)
+            self.ahead.discard(self.contiguous)
+
+
 class Broadcaster:
     """The forwarding loop, with its counters."""
 
@@ -56,7 +83,8 @@ class Broadcaster:
         self.counters: Counter[str] = Counter()
         self.epoch = os.urandom(16)
         # (origin, channel) -> (highest seq published, when)
-        self._published: dict[tuple[bytes, bytes], tuple[int, float]] = {}
+        # (origin, channel) -> what it has published of that stream
+        self._published: dict[tuple[bytes, bytes], _Published] = {}
         self._next_heartbeat = 0.0
         self._stopping = False
 
@@ -115,7 +143,9 @@ class Broadcaster:
 
     def relay(self, parts: Sequence[bytes], pub: zmq.Socket) -> None:
         try:
-            wire.check(parts, self.max_frame_size)
+            # A full decode, not just the header: garbage behind a valid
+            # header never reaches a worker.
+            wire.decode(parts, self.max_frame_size)
             if parts[0][:1] == b"\x00":
                 raise wire.MalformedFrame("channels starting with NUL are the broadcaster's own")
         except wire.WireError as exc:
@@ -126,16 +156,20 @@ class Broadcaster:
         pub.send_multipart(parts)
         self.counters["frames_published"] += 1
         origin, seq = wire.origin_and_seq(parts[1])
-        self._published[(origin, bytes(parts[0]))] = (seq, time.monotonic())
+        key = (origin, bytes(parts[0]))
+        stream = self._published.get(key)
+        if stream is None:
+            stream = self._published[key] = _Published(contiguous=seq - 1)
+        stream.add(seq, time.monotonic())
 
     def _heartbeat(self, pub: zmq.Socket, now: float) -> None:
         self._next_heartbeat = now + HEARTBEAT_INTERVAL
         acks = {}
-        for (origin, channel), (seq, at) in list(self._published.items()):
-            if now - at > _ACK_TTL:
+        for (origin, channel), stream in list(self._published.items()):
+            if now - stream.last_seen > _ACK_TTL:
                 del self._published[(origin, channel)]
                 continue
-            acks[origin.hex() + "/" + channel.decode("utf-8", "replace")] = seq
+            acks[origin.hex() + "/" + channel.decode("utf-8", "replace")] = stream.contiguous
         frame = wire.Frame(wire.HEARTBEAT_CHANNEL, self.epoch, 0, {"acks": acks})
         pub.send_multipart(wire.encode(frame, 64 * 1024 * 1024))
 

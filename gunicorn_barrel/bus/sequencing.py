@@ -57,7 +57,7 @@ class Outbox(Generic[T]):
         return sum(len(p) for p in self._unacked.values())
 
     def to_resend(self, now: float, older_than: float | None = None) -> list[T]:
-        """Unacknowledged items in send order (all, or those older than a delay)."""
+        """Unacknowledged items, in send order within each channel (all, or those older than a delay)."""
         out: list[T] = []
         for pending in self._unacked.values():
             for seq, (sent_at, item) in list(pending.items()):
@@ -71,8 +71,7 @@ class Outbox(Generic[T]):
 @dataclasses.dataclass
 class _StreamState(Generic[T]):
     next_seq: int
-    held: dict[int, T] = dataclasses.field(default_factory=dict)
-    waiting_since: float | None = None
+    held: dict[int, tuple[float, T]] = dataclasses.field(default_factory=dict)  # seq -> (arrived, item)
 
 
 class Inbox(Generic[T]):
@@ -96,38 +95,33 @@ class Inbox(Generic[T]):
         if seq < state.next_seq or seq in state.held:
             self.counters["duplicates_dropped"] += 1
             return []
-        state.held[seq] = item
-        if seq != state.next_seq:
-            if state.waiting_since is None:
-                state.waiting_since = now
-            if len(state.held) > self.max_held:
-                return self._skip_gap(stream, state, now)
-            return []
-        return self._release(state, now)
+        state.held[seq] = (now, item)
+        if seq != state.next_seq and len(state.held) > self.max_held:
+            return self._skip_gap(stream, state)
+        return self._release(state)
 
     def expire(self, now: float) -> list[T]:
-        """Give up on gaps older than gap_timeout; return what that releases."""
+        """Give up on every gap behind which a frame waited gap_timeout; return what that releases."""
         out: list[T] = []
         for stream, state in self._streams.items():
-            if state.waiting_since is not None and now - state.waiting_since >= self.gap_timeout:
-                out.extend(self._skip_gap(stream, state, now))
+            while state.held and now - min(at for at, _item in state.held.values()) >= self.gap_timeout:
+                out.extend(self._skip_gap(stream, state))
         return out
 
-    def _skip_gap(self, stream: Stream, state: _StreamState[T], now: float) -> list[T]:
+    def _skip_gap(self, stream: Stream, state: _StreamState[T]) -> list[T]:
         first_held = min(state.held)
         missing = first_held - state.next_seq
         self.counters["gaps"] += 1
         self.counters["frames_lost"] += missing
         self.gap_log.append((stream, state.next_seq, first_held - 1))
         state.next_seq = first_held
-        return self._release(state, now)
+        return self._release(state)
 
-    def _release(self, state: _StreamState[T], now: float) -> list[T]:
+    def _release(self, state: _StreamState[T]) -> list[T]:
         out = []
         while state.next_seq in state.held:
-            out.append(state.held.pop(state.next_seq))
+            out.append(state.held.pop(state.next_seq)[1])
             state.next_seq += 1
-        state.waiting_since = now if state.held else None
         return out
 
     def forget(self, stream: Stream) -> None:

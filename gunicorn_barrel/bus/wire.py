@@ -139,6 +139,10 @@ def check(parts: Sequence[bytes], max_size: int) -> None:
         raise FrameTooLarge(f"frame of {size} bytes is over the limit of {max_size} bytes")
     if not topic or len(topic) > MAX_CHANNEL_BYTES:
         raise MalformedFrame(f"channel of {len(topic)} bytes")
+    try:
+        bytes(topic).decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedFrame("channel is not UTF-8") from None
     if len(body) <= HEADER_SIZE:
         raise MalformedFrame(f"body of {len(body)} bytes is shorter than a header and payload")
     magic, version = body[:3], body[3]
