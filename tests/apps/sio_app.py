@@ -209,6 +209,43 @@ def store_watched(sid, data):
     return {"pid": os.getpid(), "changes": _watched.get(data["prefix"], [])}
 
 
+_events_seen = {}
+
+
+@sio.event
+def ev_subscribe(sid, name):
+    from gunicorn_barrel import events
+
+    seen = _events_seen.setdefault(name, [])
+    events.on(name, seen.append)
+    return {"pid": os.getpid()}
+
+
+@sio.event
+def ev_emit(sid, data):
+    from gunicorn_barrel import events
+
+    for i in range(data["count"]):
+        events.emit(data["name"], {"from": os.getpid(), "i": i})
+    return "ok"
+
+
+@sio.event
+def ev_seen(sid, name):
+    return {"pid": os.getpid(), "seen": _events_seen.get(name, [])}
+
+
+@sio.event
+def store_forward(sid, data):
+    """Forward changes under data["prefix"] to data["room"] (called once in each worker)."""
+    from gunicorn_barrel.store import get_store
+    from gunicorn_barrel.store.forward import forward_to_room
+
+    forward_to_room(get_store(), sio, data["prefix"], data["room"])
+    sio.enter_room(sid, data["room"])
+    return {"pid": os.getpid()}
+
+
 def plain_wsgi(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [f"plain route from {os.getpid()}".encode()]
