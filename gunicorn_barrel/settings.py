@@ -32,34 +32,29 @@ def _parse_bool(raw: object) -> bool:
     raise ValueError(f"expected on/off, true/false, yes/no or 1/0, got {raw!r}")
 
 
-def _int_between(low: int, high: int) -> Callable[[object], int]:
-    def parse(raw: object) -> int:
+def _number_between(kind: type[int] | type[float], low: float, high: float) -> Callable[[object], Any]:
+    expected = "an integer" if kind is int else "a number"
+
+    def parse(raw: object) -> int | float:
         if isinstance(raw, bool):
-            raise ValueError(f"expected an integer, got {raw!r}")
+            raise ValueError(f"expected {expected}, got {raw!r}")
         try:
-            value = int(str(raw).strip())
+            value = kind(str(raw).strip())
         except ValueError:
-            raise ValueError(f"expected an integer, got {raw!r}") from None
+            raise ValueError(f"expected {expected}, got {raw!r}") from None
         if not low <= value <= high:
             raise ValueError(f"must be between {low} and {high}, got {value}")
         return value
 
     return parse
+
+
+def _int_between(low: int, high: int) -> Callable[[object], int]:
+    return _number_between(int, low, high)
 
 
 def _float_between(low: float, high: float) -> Callable[[object], float]:
-    def parse(raw: object) -> float:
-        if isinstance(raw, bool):
-            raise ValueError(f"expected a number, got {raw!r}")
-        try:
-            value = float(str(raw).strip())
-        except ValueError:
-            raise ValueError(f"expected a number, got {raw!r}") from None
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}, got {value}")
-        return value
-
-    return parse
+    return _number_between(float, low, high)
 
 
 def _choice(*allowed: str) -> Callable[[object], str]:
