@@ -3,11 +3,15 @@
 PYTHON ?= python3
 BIND ?= 127.0.0.1:8000
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test lint fuzz bench
 
 install:
 	$(PYTHON) -m pip install --quiet -e ".[test]"
 	npm ci --no-audit --no-fund --loglevel=error
+	# Debian packages the tests use: a redis-server they start on free ports,
+	# headless Chromium for the demos' browser tests.
+	command -v redis-server >/dev/null && command -v chromium >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq redis-server chromium; }
 
 demo: install
 	$(PYTHON) -m gunicorn -c example_confs/barrel_conf.py -w 4 -b $(BIND) demos.chat.app:wsgi
@@ -16,7 +20,10 @@ lint:
 	ruff check .
 	mypy
 
-test: install lint
+fuzz:
+	$(PYTHON) tests/fuzz_wire_atheris.py -max_total_time=15 -print_final_stats=1 2>&1 | tail -n 3
+
+test: install lint fuzz
 	$(PYTHON) -m pytest
 
 bench: install
