@@ -20,8 +20,13 @@ lint:
 	ruff check .
 	mypy
 
+FUZZ_LOG ?= /tmp/barrel-fuzz-wire.log
+
+# The wire decoder under atheris (libFuzzer) for 15 s; a crash fails the run.
 fuzz:
-	$(PYTHON) tests/fuzz_wire_atheris.py -max_total_time=15 -print_final_stats=1 2>&1 | tail -n 3
+	$(PYTHON) tests/fuzz_wire_atheris.py -max_total_time=15 -print_final_stats=1 >$(FUZZ_LOG) 2>&1 \
+		|| { tail -n 40 $(FUZZ_LOG); exit 1; }
+	tail -n 2 $(FUZZ_LOG)
 
 test: install lint fuzz
 	$(PYTHON) -m pytest
