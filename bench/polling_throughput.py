@@ -2,7 +2,7 @@
 
 Each run starts its own gunicorn (tests.harness.Gunicorn, loopback, stopped by
 pid), drives it with `python -m bench.polling_load` in a separate process,
-and reads the server's CPU time (arbiter's children: workers, broadcaster)
+and reads the server's CPU time (arbiter and its children: workers, sidecars)
 from /proc. Configurations are run in interleaved rounds; the summary of a
 configuration is the median of its runs, metric by metric.
 """
@@ -58,7 +58,7 @@ def run_once(config: ServerConfig, load_args: list[str], timeout: float, log_dir
     try:
         srv.start()
         workers_before = sorted(srv.worker_pids())
-        server_pids = children_of(srv.pid)
+        server_pids = [srv.pid, *children_of(srv.pid)]
         cpu0 = cpu.process_seconds(server_pids)
         busy0, steal0 = cpu.machine_seconds()
         t0 = time.monotonic()

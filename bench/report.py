@@ -82,7 +82,7 @@ def conditions(results: dict[str, Any]) -> list[str]:
         f"python-socketio {m['python-socketio']}.",
         "- Loopback only (127.0.0.1). **Server and load generator share the "
         f"{m['nproc']} cores**. CPU %: 100 = one core busy for the whole load run; server = "
-        "all children of the gunicorn arbiter (workers, barrel broadcaster), from /proc; other = "
+        "the gunicorn arbiter and its children (workers, barrel sidecars), from /proc; other = "
         "the machine's busy time (/proc/stat) minus server and load generator: CPU taken by anything "
         "else (other processes, kernel), the largest of the runs.",
         f"- Latency: {lat['sessions']} polling sessions ({lat['sessions_per_worker']} per worker); "
