@@ -1,12 +1,18 @@
 """Passing a client connection to the worker that owns its session (SCM_RIGHTS).
 
-Each worker binds a unix datagram socket ``w-<pid>.sock`` in the instance's
-runtime directory. A worker that peeked a request for another worker's
-session sends the client socket's file descriptor there, with the client
-address and the index of the listener it came in on. Nothing of the request
-was read yet (we only peeked), so the owner serves it as if it had accepted
-the connection itself. Why not proxy: a handed-off connection costs one
-sendmsg and no copy of any byte afterwards, long-polls and upgrades included.
+Each worker listens on a unix SOCK_SEQPACKET socket ``w-<pid>.sock`` in the
+instance's runtime directory. A worker that peeked a request for another
+worker's session sends the client socket's file descriptor there, with the
+client address and the index of the listener it came in on, over a
+connection it keeps to that worker. Nothing of the request was read yet (we
+only peeked), so the owner serves it as if it had accepted the connection
+itself. Why not proxy: a handed-off connection costs one sendmsg and no copy
+of any byte afterwards, long-polls and upgrades included.
+
+Why SEQPACKET: message boundaries (one message, one descriptor) with a
+connection's flow control. Datagram sockets queue only
+``net.unix.max_dgram_qlen`` (often 10) messages per receiver and do not tell
+the sender when there is room again.
 """
 from __future__ import annotations
 
@@ -15,7 +21,6 @@ import json
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +31,7 @@ log = logging.getLogger("gunicorn_barrel.handoff")
 
 _SEND_TIMEOUT = 1.0
 _MAX_META = 512
+_BACKLOG = 128
 
 Adopt = Callable[[socket.socket, Any, int], None]
 
@@ -40,24 +46,35 @@ class HandoffReceiver:
     def __init__(self, runtime_dir: str, adopt: Adopt) -> None:
         self.path = endpoint(runtime_dir, os.getpid())
         self._adopt = adopt
-        self._sock = gsocket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock = gsocket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         if os.path.exists(self.path):  # left by a dead worker whose pid we got
             os.unlink(self.path)
         self._sock.bind(self.path)
-        self._loop = gevent.spawn(self._receive)
+        self._sock.listen(_BACKLOG)
+        self._readers: set[gevent.Greenlet] = set()
+        self._acceptor = gevent.spawn(self._accept_peers)
         self.received = 0
 
-    def _receive(self) -> None:
+    def _accept_peers(self) -> None:
         while True:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self._sock, _MAX_META, 4)
-            except OSError as exc:
-                if self._sock.fileno() < 0:
+                peer, _ = self._sock.accept()
+            except OSError:
+                return  # closed
+            reader = gevent.spawn(self._read, peer)
+            self._readers.add(reader)
+            reader.link(self._readers.discard)
+
+    def _read(self, peer: gsocket.socket) -> None:
+        with peer:
+            while True:
+                try:
+                    data, fds, _flags, _addr = socket.recv_fds(peer, _MAX_META, 4)
+                except OSError:
                     return
-                log.error("handoff receive failed: %s", exc)
-                gevent.sleep(0.1)
-                continue
-            self._accept(data, fds)
+                if not data and not fds:
+                    return  # the sending worker went away
+                self._accept(data, fds)
 
     def _accept(self, data: bytes, fds: list[int]) -> None:
         if len(fds) != 1:
@@ -76,7 +93,8 @@ class HandoffReceiver:
         self._adopt(gsocket.socket(fileno=fds[0]), addr, listener_index)
 
     def close(self) -> None:
-        self._loop.kill(block=True, timeout=1.0)
+        self._acceptor.kill(block=True, timeout=1.0)
+        gevent.killall(list(self._readers), block=True, timeout=1.0)
         self._sock.close()
         try:
             os.unlink(self.path)
@@ -85,11 +103,11 @@ class HandoffReceiver:
 
 
 class HandoffSender:
-    """Sends client connections to their owners."""
+    """Sends client connections to their owners, over one connection per owner."""
 
     def __init__(self, runtime_dir: str) -> None:
         self.runtime_dir = runtime_dir
-        self._sock = gsocket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._peers: dict[int, gsocket.socket] = {}
         self.sent = 0
         self.failed = 0
 
@@ -97,27 +115,46 @@ class HandoffSender:
         """Hand ``client`` to worker ``owner_pid``; False if that worker is not there."""
         meta = json.dumps({"addr": addr, "listener": listener_index}).encode()
         rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [client.fileno()]))]
-        path = endpoint(self.runtime_dir, owner_pid)
-        deadline = time.monotonic() + _SEND_TIMEOUT
-        delay = 0.0005
-        while True:
+        for attempt in (1, 2):  # a cached connection may be to a worker that has died
             try:
-                # MSG_DONTWAIT: a full owner queue (net.unix.max_dgram_qlen,
-                # often 10) is not signalled as "not writable" on our side, and
-                # gevent's own retry returns 0 without sending: we retry here.
-                self._sock.sendmsg([meta], rights, socket.MSG_DONTWAIT, path)
+                with gevent.Timeout(_SEND_TIMEOUT):
+                    peer = self._peer(owner_pid)
+                    # gevent's sendmsg returns 0 without sending after a
+                    # second EAGAIN: wait for room ourselves instead.
+                    while True:
+                        try:
+                            peer.sendmsg([meta], rights, socket.MSG_DONTWAIT)
+                            break
+                        except BlockingIOError:
+                            gsocket.wait_write(peer.fileno())
                 self.sent += 1
                 return True
-            except BlockingIOError:
-                if time.monotonic() > deadline:
+            except (OSError, gevent.Timeout) as exc:
+                self._forget(owner_pid)
+                if attempt == 2 or isinstance(exc, (gevent.Timeout, FileNotFoundError,
+                                                    ConnectionRefusedError)):
+                    log.debug("handoff to %s failed: %r", owner_pid, exc)
                     break
-                gevent.sleep(delay)
-                delay = min(delay * 2, 0.02)
-            except OSError as exc:  # no such worker (gone, or never was)
-                log.debug("handoff to %s failed: %r", owner_pid, exc)
-                break
         self.failed += 1
         return False
 
+    def _peer(self, owner_pid: int) -> gsocket.socket:
+        peer = self._peers.get(owner_pid)
+        if peer is None:
+            peer = gsocket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                peer.connect(endpoint(self.runtime_dir, owner_pid))
+            except OSError:
+                peer.close()
+                raise
+            self._peers[owner_pid] = peer
+        return peer
+
+    def _forget(self, owner_pid: int) -> None:
+        peer = self._peers.pop(owner_pid, None)
+        if peer is not None:
+            peer.close()
+
     def close(self) -> None:
-        self._sock.close()
+        for pid in list(self._peers):
+            self._forget(pid)
