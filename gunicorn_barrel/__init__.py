@@ -19,10 +19,16 @@ def counters() -> dict[str, int]:
     """This process's barrel counters: bus (frames pushed, delivered, duplicates
     dropped, gaps, resends, broadcaster restarts seen, frames refused) and slow
     clients (clients_dropped_slow, packets_dropped_slow, client_queue_peak)."""
+    import sys
+
     from gunicorn_barrel import backpressure
     from gunicorn_barrel.bus import client
 
-    return {**client.counters(), **backpressure.counters}
+    merged = {**client.counters(), **backpressure.counters}
+    redis_backend = sys.modules.get("gunicorn_barrel.store.redis_backend")
+    if redis_backend is not None:  # store_watch_reconnects, store_watch_gaps
+        merged.update(redis_backend.counters)
+    return merged
 
 
 def __getattr__(name: str) -> Any:

@@ -132,6 +132,10 @@ def post_worker_init(worker: Any) -> None:
     manager = sys.modules.get("gunicorn_barrel.manager")
     if manager is not None:  # the app created BarrelManagers: subscribe them now
         manager.attach_all()
+    if _active.store == "embedded":
+        from gunicorn_barrel.store import get_store
+
+        get_store()  # its change subscription starts with the worker
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -172,3 +172,13 @@ def test_store_outlives_gunicorn() -> None:
         finally:
             client.close()
     first.stop()
+
+
+def test_compare_and_set_with_none_means_absent_not_null(per_worker: list[Client]) -> None:
+    key = "cas-null:" + uuid.uuid4().hex
+    op(per_worker[0], "set", key, None)  # present, holding JSON null
+    results = in_parallel(per_worker, "store_cas_race", {"key": key})
+    assert not any(r["won"] for r in results)
+    assert op(per_worker[1], "compare_and_set", key, None, 1) is False
+    assert op(per_worker[1], "delete", key) is True
+    assert op(per_worker[1], "compare_and_set", key, None, 1) is True

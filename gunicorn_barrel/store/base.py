@@ -48,7 +48,11 @@ Watcher = Callable[[Change], None]
 def check_key(key: object) -> str:
     if not isinstance(key, str):
         raise StoreValueError(f"keys must be strings, got {type(key).__name__}")
-    if not key or len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise StoreValueError("keys must be valid Unicode (no lone surrogates)") from None
+    if not 0 < size <= MAX_KEY_BYTES:
         raise StoreValueError(f"keys must have 1 to {MAX_KEY_BYTES} bytes")
     return key
 

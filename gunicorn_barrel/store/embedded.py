@@ -35,13 +35,15 @@ class EmbeddedStore(Store):
         self._ids = itertools.count(1)
         self._pending: dict[int, AsyncResult] = {}
         self._watchers: list[tuple[str, Watcher]] = []
-        self._subscribed = False
         self._ctx: zmq.Context = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.connect(endpoints.store_endpoint(runtime_dir))
         self._receiver = gevent.spawn(self._receive)
         self._closed = False
+        # Subscribe to changes now (zeromq subscriptions take a moment to
+        # reach the broadcaster), so a watch() made later misses nothing.
+        bus_client.current().subscribe(CHANGES_CHANNEL, self._on_change)
 
     def _receive(self) -> None:
         while True:
@@ -106,9 +108,6 @@ class EmbeddedStore(Store):
         if not isinstance(prefix, str):
             raise StoreValueError(f"prefix must be a string, got {type(prefix).__name__}")
         self._watchers.append((prefix, callback))
-        if not self._subscribed:
-            bus_client.current().subscribe(CHANGES_CHANNEL, self._on_change)
-            self._subscribed = True
 
     def _on_change(self, frame: wire.Frame) -> None:
         payload = frame.payload

@@ -104,7 +104,11 @@ class KeyValueDB:
 
     def compare_and_set(self, key: str, expected: str, value: str, ttl: float | None) -> Any:
         row = self._row(check_key(key))
-        if _canonical(json.loads(expected)) != (_canonical(json.loads(row[0])) if row else "null"):
+        wanted = json.loads(expected)
+        if wanted is None:  # None means "absent": a stored null is not absent
+            if row is not None:
+                return False
+        elif row is None or _canonical(wanted) != _canonical(json.loads(row[0])):
             return False
         self._write(key, encode_value(json.loads(value), self.max_value), check_ttl(ttl))
         return True

@@ -1,0 +1,443 @@
+"""The Redis backend of the shared store (the ``store`` barrel setting is a redis:// URL).
+
+Keys live under ``barrel:kv:`` as canonical JSON text (``sort_keys``, no spaces),
+so a Redis shared with other programs is not polluted and compare-and-set is a
+plain string comparison. Every write runs in one Lua script that also takes a
+version (INCR of ``barrel:kvmeta:version``) and PUBLISHes the change on
+``barrel:kv:changes``: the write, its version and its event are one atomic step.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import gevent
+import redis
+from gevent.event import Event
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from gunicorn_barrel.store.base import (
+    Change,
+    Store,
+    StoreError,
+    StoreTimeout,
+    StoreUnavailable,
+    StoreValueError,
+    Watcher,
+    check_key,
+    check_ttl,
+    encode_value,
+)
+
+log = logging.getLogger("gunicorn_barrel.store")
+
+KEY_PREFIX = "barrel:kv:"
+CHANGES_CHANNEL = "barrel:kv:changes"
+# Not under KEY_PREFIX: "barrel:kv:version" is where the user key "version" lives.
+VERSION_KEY = "barrel:kvmeta:version"
+
+_POOL_SIZE = 64  # connections per worker; more concurrent calls wait (up to the timeout) for one
+_SCAN_COUNT = 1000
+_MGET_CHUNK = 500
+_BACKOFF_FIRST = 0.05
+_BACKOFF_MAX = 2.0
+_IDLE_PING = 5.0  # the subscriber PINGs after this many silent seconds, to notice a dead link
+_INT64 = 2**63
+
+# Process-wide counters of this backend (see RedisStore.counters()).
+counters: Counter[str] = Counter()
+
+# ARGV of every writing script ends with the channel and the head of the event:
+# its JSON text without the closing brace; the script appends the version.
+_PUBLISH = """
+local version = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[#ARGV - 1],
+           ARGV[#ARGV] .. _VALUE_ .. ',"version":' .. string.format('%d', version) .. '}')
+"""
+
+_SET = """
+if ARGV[2] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+""" + _PUBLISH.replace("_VALUE_", "''") + """
+return 1
+"""
+
+_DELETE = """
+if redis.call('DEL', KEYS[1]) == 0 then
+  return 0
+end
+""" + _PUBLISH.replace("_VALUE_", "''") + """
+return 1
+"""
+
+# INCRBY is the integer check: it refuses any text that is not a 64-bit
+# integer (JSON strings, floats, booleans, null, objects), changes nothing
+# then, and keeps the key's TTL. The JSON text of an integer is its decimal.
+_INCR = """
+local added = redis.pcall('INCRBY', KEYS[1], ARGV[1])
+if type(added) == 'table' and added.err then
+  return {0, added.err}
+end
+local text = redis.call('GET', KEYS[1])
+""" + _PUBLISH.replace("_VALUE_", "',\"value\":\"' .. text .. '\"'") + """
+return {1, text}
+"""
+
+# ARGV: absent-only flag, expected canonical text, new text, ttl ms or '', channel, head.
+_COMPARE_AND_SET = """
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current then return 0 end
+elseif current ~= ARGV[2] then
+  return 0
+end
+if ARGV[4] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+else
+  redis.call('SET', KEYS[1], ARGV[3])
+end
+""" + _PUBLISH.replace("_VALUE_", "''") + """
+return 1
+"""
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password or query (which may hold one), for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        if parts.scheme == "unix":
+            return f"unix://{parts.path}"
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<unparsable Redis URL>"
+    user = f"{parts.username}@" if parts.username else ""
+    if parts.password:
+        user = f"{parts.username or ''}:***@"
+    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis glob pattern."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def _storage_key(key: str) -> bytes:
+    check_key(key)
+    try:
+        return (KEY_PREFIX + key).encode("utf-8")
+    except UnicodeEncodeError:
+        raise StoreValueError("keys must be valid Unicode text (no lone surrogates)") from None
+
+
+def _canonical(value: Any, max_bytes: int) -> str:
+    """The JSON text stored for ``value``: encode_value's checks, then sorted object keys."""
+    text = encode_value(value, max_bytes)
+    if isinstance(value, (dict, list, tuple)):
+        # Through json.loads: keys are strings then, so sorting cannot fail on mixed key types.
+        text = json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+    return text
+
+
+def _ttl_ms(ttl: object) -> str:
+    seconds = check_ttl(ttl)
+    return "" if seconds is None else str(max(1, round(seconds * 1000)))
+
+
+def _event_head(op: str, key: str, db: int, value: str | None = None, with_value: bool = True) -> str:
+    fields: dict[str, Any] = {"op": op, "key": key, "db": db}
+    if with_value:
+        fields["value"] = value
+    return json.dumps(fields)[:-1]
+
+
+class RedisStore(Store):
+    """A client of a Redis server, shared by every worker (and every gunicorn) using the URL.
+
+    Calls are bounded: each Redis command waits at most ``timeout`` seconds
+    (socket timeouts, no retries, so a write is never applied twice); an
+    unreachable server raises StoreUnavailable, a silent one StoreTimeout
+    (then a write may or may not have been applied). In a gevent worker the
+    sockets are cooperative, so a call blocks only its greenlet.
+
+    Changes reach watchers through Redis pub/sub, which guarantees less than
+    the embedded store's bus:
+
+    * Pub/sub is fire-and-forget. Changes published while this worker's
+      subscriber is disconnected (Redis restarted or unreachable, or this
+      subscriber cut off by Redis for falling behind its pub/sub output buffer
+      limit) are lost for it, and are not re-delivered: the subscriber
+      reconnects with backoff and counts each resumption in
+      ``store_watch_reconnects``; treat the keys watched as unknown then
+      (re-read them). While connected, a change whose version is not the
+      previous one + 1 is counted in ``store_watch_gaps``.
+    * Keys expiring by their TTL are not reported (no "expire" changes):
+      Redis tells of expirations only through keyspace notifications, which
+      are off by default and not used here.
+    * Versions come from one Redis counter per database: they increase with
+      every change while Redis keeps its data, but start again from 1 if
+      Redis loses it (a restart without persistence).
+    * Order: changes arrive in the order Redis applied them (so in order per
+      key), but a worker may get the event of its own write after the write
+      call returned, or before.
+    * Scans walk the whole Redis database (SCAN), so they cost in proportion
+      to all its keys, not only those of the prefix.
+    * incr works on 64-bit integers; a value or result beyond raises StoreValueError.
+    """
+
+    def __init__(self, url: str, timeout: float, max_value: int) -> None:
+        self.url = safe_url(url)
+        self.timeout = timeout
+        self.max_value = max_value
+        options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        try:
+            self._pool = redis.BlockingConnectionPool.from_url(
+                url, max_connections=_POOL_SIZE, timeout=timeout, **options)
+            self._sub_pool = redis.ConnectionPool.from_url(url, max_connections=2, **options)
+        except ValueError as exc:
+            raise StoreError(f"bad Redis URL {self.url}: {exc}") from None
+        self.db = int(self._pool.connection_kwargs.get("db", 0) or 0)
+        self._client = redis.Redis(connection_pool=self._pool)
+        self._sub_client = redis.Redis(connection_pool=self._sub_pool)
+        self._set = self._client.register_script(_SET)
+        self._delete = self._client.register_script(_DELETE)
+        self._incr = self._client.register_script(_INCR)
+        self._cas = self._client.register_script(_COMPARE_AND_SET)
+        self._watchers: list[tuple[str, Watcher]] = []
+        self._subscriber: gevent.Greenlet | None = None
+        self._live = Event()
+        self._last_version: int | None = None
+        self._closed = False
+
+    # -- calls ------------------------------------------------------------
+
+    @contextmanager
+    def _call(self, op: str) -> Iterator[None]:
+        if self._closed:
+            raise StoreError("the store client is closed")
+        try:
+            yield
+        except RedisTimeoutError:
+            raise StoreTimeout(f"Redis at {self.url} did not answer {op} within {self.timeout} s "
+                               "(a write may or may not have been applied)") from None
+        except RedisConnectionError as exc:
+            if "No connection available" in str(exc):
+                raise StoreTimeout(f"all {_POOL_SIZE} connections to Redis at {self.url} stayed busy "
+                                   f"for {self.timeout} s ({op} not sent)") from None
+            raise StoreUnavailable(f"cannot reach Redis at {self.url} for {op}: {exc}") from None
+        except RedisError as exc:
+            raise StoreError(f"Redis at {self.url} refused {op}: {exc}") from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        name = _storage_key(key)
+        with self._call("get"):
+            text = self._client.get(name)
+        return default if text is None else json.loads(text)
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        name = _storage_key(key)
+        text = _canonical(value, self.max_value)
+        px = _ttl_ms(ttl)
+        with self._call("set"):
+            self._set(keys=[name, VERSION_KEY],
+                      args=[text, px, CHANGES_CHANNEL, _event_head("set", key, self.db, text)])
+
+    def delete(self, key: str) -> bool:
+        name = _storage_key(key)
+        with self._call("delete"):
+            return bool(self._delete(keys=[name, VERSION_KEY],
+                                     args=[CHANGES_CHANNEL, _event_head("delete", key, self.db)]))
+
+    def incr(self, key: str, amount: int = 1) -> int:
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise StoreValueError(f"incr amount must be an integer, got {amount!r}")
+        name = _storage_key(key)
+        if not -_INT64 <= amount < _INT64:
+            raise StoreValueError(f"incr amount must fit in 64 bits, got {amount!r}")
+        with self._call("incr"):
+            ok, text = self._incr(keys=[name, VERSION_KEY], args=[
+                str(amount), CHANGES_CHANNEL, _event_head("set", key, self.db, with_value=False)])
+        if not ok:
+            detail = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+            raise StoreValueError(f"incr needs a 64-bit integer value at {key!r} ({detail})")
+        return int(text)
+
+    def compare_and_set(self, key: str, expected: Any, value: Any, ttl: float | None = None) -> bool:
+        name = _storage_key(key)
+        expected_text = _canonical(expected, self.max_value)
+        text = _canonical(value, self.max_value)
+        px = _ttl_ms(ttl)
+        with self._call("compare_and_set"):
+            return bool(self._cas(keys=[name, VERSION_KEY], args=[
+                "1" if expected is None else "0", expected_text, text, px,
+                CHANGES_CHANNEL, _event_head("set", key, self.db, text)]))
+
+    def scan(self, prefix: str, limit: int = 1000) -> dict[str, Any]:
+        if not isinstance(prefix, str):
+            raise StoreValueError(f"prefix must be a string, got {type(prefix).__name__}")
+        if not isinstance(limit, int) or not 0 < limit <= 100_000:
+            raise StoreValueError("scan needs a string prefix and a limit in 1..100000")
+        try:
+            pattern = (KEY_PREFIX + _glob_escape(prefix) + "*").encode("utf-8")
+        except UnicodeEncodeError:
+            raise StoreValueError("prefix must be valid Unicode text (no lone surrogates)") from None
+        skip = len(KEY_PREFIX)
+        found: dict[str, Any] = {}
+        with self._call("scan"):
+            names: set[bytes] = set(self._client.scan_iter(match=pattern, count=_SCAN_COUNT))
+            keys = []
+            for name in names:
+                try:
+                    keys.append(name[skip:].decode("utf-8"))
+                except UnicodeDecodeError:
+                    continue  # not written by this store
+            keys.sort()
+            for start in range(0, len(keys), _MGET_CHUNK):
+                chunk = keys[start:start + _MGET_CHUNK]
+                texts = self._client.mget([(KEY_PREFIX + k).encode("utf-8") for k in chunk])
+                for key, text in zip(chunk, texts, strict=True):
+                    if text is None:
+                        continue  # expired or deleted since the SCAN
+                    try:
+                        found[key] = json.loads(text)
+                    except ValueError:
+                        continue  # not written by this store
+                    if len(found) == limit:
+                        return found
+        return found
+
+    # -- watchers ---------------------------------------------------------
+
+    def watch(self, prefix: str, callback: Watcher) -> None:
+        """Call ``callback(change)`` for each change of a key starting with ``prefix``.
+
+        The first call starts this worker's subscriber and waits (up to the
+        timeout) until Redis confirmed the subscription, so changes made after
+        watch() returns are delivered. If Redis is unreachable, the callback
+        stays registered and gets the changes made once the subscriber is in.
+        """
+        if not isinstance(prefix, str):
+            raise StoreValueError(f"prefix must be a string, got {type(prefix).__name__}")
+        if self._closed:
+            raise StoreError("the store client is closed")
+        self._watchers.append((prefix, callback))
+        if self._subscriber is None:
+            self._subscriber = gevent.spawn(self._subscribe_forever)
+        if not self._live.wait(self.timeout):
+            log.warning("store: Redis at %s did not confirm the change subscription within %s s; "
+                        "watchers will get the changes made once it does", self.url, self.timeout)
+
+    def counters(self) -> dict[str, int]:
+        """This process's counters of the Redis backend (store_watch_reconnects, store_watch_gaps)."""
+        return {"store_watch_reconnects": 0, "store_watch_gaps": 0, **counters}
+
+    def _subscribe_forever(self) -> None:
+        backoff = _BACKOFF_FIRST
+        was_live = False
+        failing = False
+        while not self._closed:
+            try:
+                self._subscribe_once(was_live)
+            except (RedisError, OSError) as exc:
+                if self._live.is_set():
+                    log.warning("store: lost the change subscription to Redis at %s (%s); reconnecting. "
+                                "Changes published until it is back are not delivered here.", self.url, exc)
+                elif not failing:
+                    log.warning("store: cannot subscribe to changes at Redis %s (%s); retrying",
+                                self.url, exc)
+                failing = True
+            except Exception:
+                log.exception("store: the change subscriber failed; restarting it")
+            if self._live.is_set():
+                was_live, failing = True, False
+                backoff = _BACKOFF_FIRST
+                self._live.clear()
+            self._last_version = None
+            gevent.sleep(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    def _subscribe_once(self, was_live: bool) -> None:
+        pubsub = self._sub_client.pubsub()
+        try:
+            pubsub.subscribe(CHANGES_CHANNEL)
+            started = heard = time.monotonic()
+            ping_sent: float | None = None
+            while not self._closed:
+                message = pubsub.get_message(timeout=1.0)
+                now = time.monotonic()
+                if message is None:
+                    if not self._live.is_set() and now - started > self.timeout:
+                        raise RedisTimeoutError(f"no subscription confirmation within {self.timeout} s")
+                    if ping_sent is not None and now - ping_sent > self.timeout:
+                        raise RedisTimeoutError(f"no answer to PING within {self.timeout} s")
+                    if ping_sent is None and now - heard > _IDLE_PING:
+                        pubsub.ping()
+                        ping_sent = now
+                    continue
+                heard, ping_sent = now, None
+                kind = message.get("type")
+                if kind == "subscribe":
+                    if was_live:
+                        counters["store_watch_reconnects"] += 1
+                        log.warning("store: change subscription to Redis at %s is back; changes "
+                                    "published while it was down were lost", self.url)
+                    self._live.set()
+                elif kind == "message":
+                    self._dispatch(message.get("data"))
+        finally:
+            pubsub.close()
+
+    def _dispatch(self, data: Any) -> None:
+        try:
+            payload = json.loads(data)
+            key, op, version = payload["key"], payload["op"], int(payload["version"])
+            if not isinstance(key, str) or not isinstance(op, str):
+                return
+            if payload.get("db", 0) != self.db:
+                return  # pub/sub channels are shared by all the databases of a server
+            text = payload.get("value")
+            value = json.loads(text) if text is not None else None
+        except (ValueError, TypeError, KeyError):
+            log.warning("store: ignored a malformed change event from Redis at %s", self.url)
+            return
+        if self._last_version is not None and version > self._last_version + 1:
+            counters["store_watch_gaps"] += version - self._last_version - 1
+        self._last_version = version
+        change = Change(op, key, value, version)
+        for prefix, callback in list(self._watchers):
+            if key.startswith(prefix):
+                try:
+                    callback(change)
+                except Exception:
+                    log.exception("store: watcher %r of %r failed on %s", callback, prefix, change)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._subscriber is not None:
+            self._subscriber.kill(block=True, timeout=1.0)
+        self._live.clear()
+        self._client.close()
+        self._sub_client.close()
+        self._pool.disconnect()
+        self._sub_pool.disconnect()
