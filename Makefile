@@ -31,5 +31,7 @@ fuzz:
 test: install lint fuzz
 	$(PYTHON) -m pytest
 
+# Benchmarks (not run by CI): polling routing, then the store; tables in bench/results/.
 bench: install
 	$(PYTHON) -m bench
+	$(PYTHON) -m bench.store
