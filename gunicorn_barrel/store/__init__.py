@@ -29,6 +29,7 @@ __all__ = [
 
 _store: Store | None = None
 _store_pid: int | None = None
+_closed_pid: int | None = None  # this worker closed its store: it is exiting
 
 
 def get_store() -> Store:
@@ -36,6 +37,8 @@ def get_store() -> Store:
     global _store, _store_pid
     if _store is not None and _store_pid == os.getpid():
         return _store
+    if _closed_pid == os.getpid():
+        raise StoreError("the barrel store client is closed: this worker is exiting")
     from gunicorn_barrel import hooks
 
     settings = hooks.active_settings()
@@ -57,7 +60,8 @@ def get_store() -> Store:
 
 
 def close_store() -> None:
-    global _store
+    global _store, _closed_pid
     if _store is not None and _store_pid == os.getpid():
         _store.close()
     _store = None
+    _closed_pid = os.getpid()

@@ -30,6 +30,7 @@ class EmbeddedStore(Store):
     """A client of this gunicorn instance's store process."""
 
     def __init__(self, runtime_dir: str, timeout: float, max_value: int) -> None:
+        bus = bus_client.current()  # fails first, before anything is opened
         self.timeout = timeout
         self.max_value = max_value
         self._ids = itertools.count(1)
@@ -43,7 +44,7 @@ class EmbeddedStore(Store):
         self._closed = False
         # Subscribe to changes now (zeromq subscriptions take a moment to
         # reach the broadcaster), so a watch() made later misses nothing.
-        bus_client.current().subscribe(CHANGES_CHANNEL, self._on_change)
+        bus.subscribe(CHANGES_CHANNEL, self._on_change)
 
     def _receive(self) -> None:
         while True:

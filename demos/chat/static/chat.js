@@ -1,6 +1,6 @@
-// Chat page client: socket.io over WebSocket only, so that each session is a
-// single connection held by one gunicorn worker from its first request
-// (long-polling makes many requests, each of which must reach that worker).
+// Chat page client: socket.io with its default transports (long-polling, then
+// the upgrade to WebSocket); the barrel worker routes every request of a
+// session to the worker holding it, whichever worker accepted the connection.
 (function () {
   "use strict";
 
