@@ -207,7 +207,7 @@ def test_index_page_and_script(server: Gunicorn) -> None:
     script = requests.get(server.url + "/chat.js", timeout=10)
     assert script.status_code == 200
     assert "javascript" in script.headers["Content-Type"]
-    assert "transports" not in script.text  # polling and the upgrade work across workers
+    assert "transports:" not in script.text  # default transports: polling, then the upgrade
     assert requests.get(server.url + "/no-such-page", timeout=10).status_code == 404
 
 
