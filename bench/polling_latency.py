@@ -24,28 +24,40 @@ from tests.test_polling import owner_pid
 POLL = "/socket.io/?EIO=4&transport=polling"
 TIMEOUT = 10.0
 MAX_HANDSHAKES = 200
+HANDSHAKE_BATCH = 8
 MAX_ERRORS = 100
 
 
 def open_sessions(port: int, workers: list[int], per_worker: int) -> list[str]:
-    """Polling handshakes until every worker owns ``per_worker`` sessions."""
+    """Polling handshakes until every worker owns ``per_worker`` sessions.
+
+    Handshakes go out in batches of connections opened together: one at a
+    time, an idle server tends to accept them all in the same worker.
+    """
     by_owner: dict[int, list[str]] = {pid: [] for pid in workers}
-    for _ in range(MAX_HANDSHAKES):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
-        try:
-            conn.request("GET", POLL)
-            body = conn.getresponse().read().decode()
-        finally:
-            conn.close()
-        sid = str(json.loads(body[1:])["sid"])
-        owned = by_owner.setdefault(owner_pid(sid), [])
-        if len(owned) < per_worker:
-            owned.append(sid)
+    for _ in range(MAX_HANDSHAKES // HANDSHAKE_BATCH):
+        for sid in _handshake_batch(port, HANDSHAKE_BATCH):
+            owned = by_owner.setdefault(owner_pid(sid), [])
+            if len(owned) < per_worker:
+                owned.append(sid)
         if all(len(sids) >= per_worker for sids in by_owner.values()):
             return [sid for sids in by_owner.values() for sid in sids]
     counts = {pid: len(sids) for pid, sids in by_owner.items()}
     raise RuntimeError(f"{MAX_HANDSHAKES} handshakes left sessions per worker at {counts}, "
                        f"short of {per_worker}")
+
+
+def _handshake_batch(port: int, count: int) -> list[str]:
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT) for _ in range(count)]
+    try:
+        for conn in conns:
+            conn.connect()
+        for conn in conns:
+            conn.request("GET", POLL)
+        return [str(json.loads(conn.getresponse().read().decode()[1:])["sid"]) for conn in conns]
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def one_sample(port: int, sid: str) -> tuple[int, int]:
