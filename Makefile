@@ -2,6 +2,7 @@
 # `make test` installs everything and passes the tests (what CI runs).
 PYTHON ?= python3
 BIND ?= 127.0.0.1:8000
+DEMO ?= chat  # or rtmonitor, shortener
 
 .PHONY: install demo test lint fuzz bench
 
@@ -14,7 +15,7 @@ install:
 		{ apt-get update -qq && apt-get install -y -qq redis-server chromium; }
 
 demo: install
-	$(PYTHON) -m gunicorn -c example_confs/barrel_conf.py -w 4 -b $(BIND) demos.chat.app:wsgi
+	$(PYTHON) -m gunicorn -c example_confs/barrel_conf.py -w 4 -b $(BIND) demos.$(strip $(DEMO)).app:wsgi
 
 lint:
 	ruff check .
