@@ -40,12 +40,15 @@ def install(limit: int, policy: str) -> None:
     unbounded_send = Socket.send
 
     def send(self: Any, pkt: Any) -> None:
+        if getattr(self, "_barrel_cut", False):
+            return  # being disconnected for slowness: nothing more for it
         size = self.queue.qsize()
         if size >= _limit and not (self.closed or self.closing):
             if _policy == "drop_oldest":
                 _drop_oldest(self)
             else:
                 counters["clients_dropped_slow"] += 1
+                self._barrel_cut = True
                 # Not from inside send(): closing runs the app's disconnect handler.
                 gevent.spawn(_cut, self)
                 return

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
+import gevent.lock
 import zmq.green as zmq
 
 from gunicorn_barrel.bus import endpoints, wire
@@ -34,6 +35,10 @@ _TICK = 0.05
 # way (a full queue): send it again; receivers drop the duplicate.
 _RESEND_AFTER = 1.0
 _BROADCASTER_ALIVE_WITHIN = 0.5
+# Frames delivered between two yields of the listener: a burst (a worker
+# that was paused, a gap filled) must let the clients' writers drain their
+# queues, or healthy clients would hit client_queue_limit.
+_YIELD_EVERY = 32
 
 
 class BusClosed(RuntimeError):
@@ -60,6 +65,9 @@ class BusClient:
         self.epoch: bytes | None = None
         self._last_heartbeat = 0.0
         self._handlers: dict[str, list[Handler]] = {}
+        # Delivery yields now and then (see _YIELD_EVERY): one deliverer at a
+        # time keeps each sender's frames in order.
+        self._in_order = gevent.lock.Semaphore()
         self._closed = False
         self._ctx = zmq.Context()
         self._push = self._ctx.socket(zmq.PUSH)
@@ -134,9 +142,10 @@ class BusClient:
         if frame.channel == wire.HEARTBEAT_CHANNEL:
             self._on_heartbeat(frame)
             return
-        now = time.monotonic()
-        for ready in self.inbox.accept((frame.origin, frame.channel), frame.seq, frame, now):
-            self._deliver(ready)
+        with self._in_order:
+            now = time.monotonic()
+            for ready in self.inbox.accept((frame.origin, frame.channel), frame.seq, frame, now):
+                self._deliver(ready)
 
     def _on_heartbeat(self, frame: wire.Frame) -> None:
         self._last_heartbeat = time.monotonic()
@@ -160,6 +169,8 @@ class BusClient:
         if not handlers:
             return
         self.counters["frames_delivered"] += 1
+        if self.counters["frames_delivered"] % _YIELD_EVERY == 0:
+            gevent.sleep(0)
         for handler in handlers:
             try:
                 handler(frame)
@@ -171,8 +182,9 @@ class BusClient:
         while not self._closed:
             gevent.sleep(_TICK)
             now = time.monotonic()
-            for frame in self.inbox.expire(now):
-                self._deliver(frame)
+            with self._in_order:
+                for frame in self.inbox.expire(now):
+                    self._deliver(frame)
             if self.inbox.gap_log and self.counters["gaps"] > self.counters["gaps_logged"]:
                 self.counters["gaps_logged"] = self.counters["gaps"]
                 stream, first, last = self.inbox.gap_log[-1]
