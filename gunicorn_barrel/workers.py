@@ -12,9 +12,6 @@
 """
 from __future__ import annotations
 
-import ctypes
-import os
-import signal
 import sys
 from typing import Any
 
@@ -25,10 +22,9 @@ from gunicorn.workers.ggevent import GeventWorker
 from gunicorn_barrel import backpressure, hooks, routing
 from gunicorn_barrel.engineio_requests import engineio_requests
 from gunicorn_barrel.handoff import HandoffReceiver, HandoffSender
+from gunicorn_barrel.lifeline import signal_when_parent_dies
 from gunicorn_barrel.serve import serve_one_request
 from gunicorn_barrel.websocket import use_simple_websocket
-
-_PR_SET_PDEATHSIG = 1
 
 
 class BarrelWorker(GeventWorker):
@@ -58,7 +54,8 @@ class BarrelWorker(GeventWorker):
                         "workers; terminate TLS in front of gunicorn or use WebSocket-only clients")
 
     def init_process(self) -> None:
-        _terminate_with_parent(self.ppid)
+        if not signal_when_parent_dies(self.ppid):
+            raise SystemExit(0)  # the arbiter died while this worker was forking
         super().init_process()
 
     def patch(self) -> None:
@@ -130,13 +127,3 @@ class BarrelWorker(GeventWorker):
             self.log.debug("connection error: %s", exc)
         finally:
             client.close()
-
-
-def _terminate_with_parent(parent_pid: int) -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: gunicorn's own ppid check remains
-        return
-    if os.getppid() != parent_pid:
-        raise SystemExit(0)  # the arbiter died while this worker was forking

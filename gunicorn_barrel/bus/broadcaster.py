@@ -14,7 +14,6 @@ dies with the arbiter: the kernel sends it SIGTERM when the arbiter goes
 from __future__ import annotations
 
 import argparse
-import ctypes
 import errno
 import logging
 import os
@@ -27,23 +26,12 @@ from collections.abc import Sequence
 import zmq
 
 from gunicorn_barrel.bus import endpoints, wire
+from gunicorn_barrel.lifeline import signal_when_parent_dies
 
 log = logging.getLogger("gunicorn_barrel.broadcaster")
 
-_PR_SET_PDEATHSIG = 1
 HEARTBEAT_INTERVAL = 0.05
 _ACK_TTL = 300.0  # forget senders silent this long (bounded heartbeat size)
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel for SIGTERM when the arbiter dies, then close the race."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the ppid check below remains
-        pass
-    if os.getppid() != parent_pid:
-        raise SystemExit("broadcaster: the arbiter is already gone")
 
 
 class _Published:
@@ -185,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         stream=sys.stderr,
         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
     )
-    _die_with_parent(args.parent_pid)
+    if not signal_when_parent_dies(args.parent_pid):
+        raise SystemExit("broadcaster: the arbiter is already gone")
     broadcaster = Broadcaster(args.runtime_dir, args.max_frame_size, args.parent_pid)
     signal.signal(signal.SIGTERM, broadcaster.stop)
     signal.signal(signal.SIGINT, broadcaster.stop)

@@ -26,8 +26,8 @@ import msgpack
 import zmq.green as zmq
 
 from gunicorn_barrel.bus import endpoints
-from gunicorn_barrel.bus.broadcaster import _die_with_parent
 from gunicorn_barrel.bus.client import BusClient
+from gunicorn_barrel.lifeline import signal_when_parent_dies
 from gunicorn_barrel.store.base import (
     StoreValueError,
     check_key,
@@ -234,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
-    _die_with_parent(args.parent_pid)
+    if not signal_when_parent_dies(args.parent_pid):
+        raise SystemExit("store: the arbiter is already gone")
     for name in ("SIGHUP", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGTTIN", "SIGTTOU"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     db = KeyValueDB(args.path, args.durability, args.max_value)
