@@ -17,14 +17,13 @@ import os
 import platform
 import queue
 import re
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from tests.harness import REPO, Gunicorn, spread_clients
+from tests.json_lines import JsonLinesProcess
 from tests.node_clients import NODE, all_workers_serving
 
 SCRIPT = REPO / "bench" / "js" / "soak_clients.mjs"
@@ -37,28 +36,13 @@ COUNTERS = ("gaps", "frames_lost", "duplicates_dropped", "clients_dropped_slow",
 LOG_PROBLEM = re.compile(r"\[(ERROR|CRITICAL)\]|Traceback|WORKER TIMEOUT|bus gap|further occurrences of this")
 
 
-class SoakNode:
+class SoakNode(JsonLinesProcess):
     """bench/js/soak_clients.mjs as a subprocess: commands to its stdin, JSON lines from its stdout."""
 
     def __init__(self, url: str, clients: int, rate: float, stderr_path: Path) -> None:
         assert NODE is not None, "needs `node` on PATH"
-        self.stderr_path = stderr_path
-        with open(stderr_path, "wb") as stderr:
-            self.proc = subprocess.Popen(
-                [NODE, str(SCRIPT), url, str(clients), str(rate), str(DRAIN_SECONDS)],
-                cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
-            )
-        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        assert self.proc.stdout is not None
-        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
-
-    def _read(self, stdout: IO[str]) -> None:
-        for line in stdout:
-            try:
-                self.lines.put(json.loads(line))
-            except ValueError:
-                self.lines.put({"type": "unparsable", "line": line})
-        self.lines.put(None)
+        super().__init__([NODE, str(SCRIPT), url, str(clients), str(rate), str(DRAIN_SECONDS)],
+                         stderr_path, exit_wait=10.0)
 
     def next(self, timeout: float) -> dict[str, Any] | None:
         """The next message (None if none within ``timeout``); raises if node exited or failed."""
@@ -78,22 +62,6 @@ class SoakNode:
             if message is not None and message["type"] == kind:
                 return message
         raise RuntimeError(f"no {kind!r} line from node within {timeout} s")
-
-    def send(self, cmd: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"cmd": cmd}) + "\n")
-        self.proc.stdin.flush()
-
-    def stop(self) -> None:
-        """Ask node to exit; kill it by pid if it has not within 10 s."""
-        try:
-            if self.proc.poll() is None and self.proc.stdin is not None:
-                self.send("exit")
-                self.proc.stdin.close()
-            self.proc.wait(10)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 def rss_mb(pid: int) -> float | None:
@@ -171,7 +139,7 @@ def soak(minutes: float, clients: int, workers: int, rate: float) -> dict[str, A
             if status is not None:
                 statuses.append(status)
                 print(progress(status), flush=True)
-        node.send("stop")
+        node.send({"cmd": "stop"})
         final = node.expect("final", DRAIN_SECONDS + STATUS_TIMEOUT)
         print(progress(final), flush=True)
         rss_end = rss_snapshot(srv, node)

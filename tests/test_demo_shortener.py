@@ -15,17 +15,14 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import json
-import queue
 import shutil
-import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 import maxminddb
 import pytest
@@ -36,6 +33,7 @@ from demos.shortener import geo, urls
 from demos.shortener.clientip import TrustedProxies, client_ip
 from demos.shortener.visits import LIVE_EVENTS_PER_SECOND
 from tests.harness import REPO, Gunicorn, gunicorn, wait_for
+from tests.json_lines import JsonLinesProcess
 
 pytestmark = pytest.mark.integration
 
@@ -391,66 +389,17 @@ def require_browser_tools() -> str:
     return node
 
 
-class BrowserPages:
+class BrowserPages(JsonLinesProcess):
     """tests/browser/shortener.mjs as a subprocess: commands to its stdin, JSON lines from its stdout."""
 
+    name = "the browser script"
+
     def __init__(self, node: str, base_url: str, target: str, stderr_path: Path) -> None:
-        self.stderr_path = stderr_path
-        with open(stderr_path, "wb") as stderr:
-            self.proc = subprocess.Popen(
-                [node, str(NODE_SCRIPT), base_url, target, str(ARTIFACTS), str(BROWSER_TIMEOUT)],
-                cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
-            )
-        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        assert self.proc.stdout is not None
-        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
-
-    def _read(self, stdout: IO[str]) -> None:
-        for line in stdout:
-            try:
-                self.lines.put(json.loads(line))
-            except ValueError:
-                self.lines.put({"type": "unparsable", "line": line})
-        self.lines.put(None)
-
-    def expect(self, kind: str, timeout: float) -> dict[str, Any]:
-        try:
-            message = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(
-                f"no {kind!r} from the browser script within {timeout} s{self._stderr()}") from None
-        if message is None:
-            raise AssertionError(
-                f"the browser script exited ({self.proc.poll()}) before {kind!r}{self._stderr()}")
-        assert message.get("type") == kind, f"expected {kind!r}, got {message}{self._stderr()}"
-        return message
-
-    def send(self, command: dict[str, Any]) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
-
-    def _stderr(self) -> str:
-        text = self.stderr_path.read_text(errors="replace").strip()
-        return f"\nnode stderr:\n{text[-3000:]}" if text else ""
-
-    def stop(self) -> None:
-        try:
-            if self.proc.poll() is None and self.proc.stdin is not None:
-                self.send({"cmd": "exit"})
-                self.proc.stdin.close()
-            self.proc.wait(15)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-            self.proc.wait(5)
+        super().__init__([node, str(NODE_SCRIPT), base_url, target, str(ARTIFACTS), str(BROWSER_TIMEOUT)],
+                         stderr_path, exit_wait=15.0)
 
     def __enter__(self) -> BrowserPages:
         return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def test_map_pages_show_visits_from_every_worker_live(server: Gunicorn, tmp_path: Path) -> None:
