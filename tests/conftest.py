@@ -6,8 +6,11 @@ would mean a part of the product went unchecked.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+
+from tests.harness import Client, Gunicorn, spread_clients
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -19,3 +22,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         names = ", ".join(getattr(r, "nodeid", "?") for r in skipped[:10])
         reporter.write_line(f"CI: {len(skipped)} test(s) skipped, which CI does not allow: {names}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="module")
+def per_worker(server: Gunicorn) -> Iterator[list[Client]]:
+    """One client on each worker of the module's ``server`` (the store and event tests)."""
+    clients = spread_clients(server.url, server.workers, per_worker=1)
+    yield list({c.pid: c for c in clients}.values())
+    for c in clients:
+        c.close()

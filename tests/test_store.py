@@ -27,14 +27,6 @@ def server() -> Iterator[Gunicorn]:
         yield srv
 
 
-@pytest.fixture(scope="module")
-def per_worker(server: Gunicorn) -> Iterator[list[Client]]:
-    clients = spread_clients(server.url, WORKERS, per_worker=1)
-    yield list({c.pid: c for c in clients}.values())
-    for c in clients:
-        c.close()
-
-
 def op(client: Client, name: str, *args: Any) -> Any:
     reply = client.call("store_op", {"op": name, "args": list(args)}, timeout=30)
     if "error" in reply:

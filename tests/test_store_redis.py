@@ -20,7 +20,17 @@ import pytest
 import redis
 
 from tests.harness import Client, Gunicorn, free_port, gunicorn, spread_clients, wait_for
-from tests.test_store import in_parallel, op
+
+# The checks that are the same on both backends run here too, with this
+# module's fixtures (a gunicorn on a redis-server of its own).
+from tests.test_store import (  # noqa: F401 - collected by pytest with this module's fixtures
+    in_parallel,
+    op,
+    test_bad_input_gets_a_clear_error,
+    test_compare_and_set_race_has_one_winner,
+    test_incr_from_four_workers_is_atomic,
+    test_ttl_expires,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -92,14 +102,6 @@ def server(redis_server: RedisServer) -> Iterator[Gunicorn]:
         yield srv
 
 
-@pytest.fixture(scope="module")
-def per_worker(server: Gunicorn) -> Iterator[list[Client]]:
-    clients = spread_clients(server.url, WORKERS, per_worker=1)
-    yield list({c.pid: c for c in clients}.values())
-    for c in clients:
-        c.close()
-
-
 def test_basic_operations_across_workers(per_worker: list[Client], redis_server: RedisServer) -> None:
     a, b = per_worker[0], per_worker[1]
     key = "k:" + uuid.uuid4().hex
@@ -127,34 +129,11 @@ def test_scan_takes_the_prefix_literally(per_worker: list[Client]) -> None:
                                                                                   "\\", "a"])[:3]
 
 
-def test_ttl_expires(per_worker: list[Client]) -> None:
-    key = "ttl:" + uuid.uuid4().hex
-    op(per_worker[0], "set", key, "soon gone", 0.3)
-    assert op(per_worker[1], "get", key) == "soon gone"
-    wait_for(lambda: op(per_worker[1], "get", key, "expired") == "expired", 5, "the key to expire")
-
-
-def test_incr_from_four_workers_is_atomic(per_worker: list[Client]) -> None:
-    key = "count:" + uuid.uuid4().hex
-    results = in_parallel(per_worker, "store_incr_many", {"key": key, "times": 10_000})
-    assert sorted(r["pid"] for r in results) == sorted(c.pid for c in per_worker)
-    assert op(per_worker[0], "get", key) == 40_000
-
-
 def test_incr_keeps_the_ttl(per_worker: list[Client], redis_server: RedisServer) -> None:
     key = "ittl:" + uuid.uuid4().hex
     op(per_worker[0], "set", key, 5, 60)
     assert op(per_worker[1], "incr", key, 3) == 8
     assert 0 < redis_server.client.pttl("barrel:kv:" + key) <= 60_000
-
-
-def test_compare_and_set_race_has_one_winner(per_worker: list[Client]) -> None:
-    for _ in range(5):
-        key = "cas:" + uuid.uuid4().hex
-        results = in_parallel(per_worker * 3, "store_cas_race", {"key": key})
-        winners = [r for r in results if r["won"]]
-        assert len(winners) == 1, results
-        assert op(per_worker[0], "get", key) == winners[0]["pid"]
 
 
 def test_compare_and_set_compares_json_values(per_worker: list[Client]) -> None:
@@ -191,19 +170,6 @@ def test_every_worker_sees_every_change_in_order(per_worker: list[Client]) -> No
             assert [ch for ch in changes if ch[1] == key] == sequence
     for c in per_worker:
         assert op(c, "counters")["store_watch_gaps"] == 0
-
-
-@pytest.mark.parametrize(
-    "bad", ["set-of-ints", "object", "nan", "too-large", "int-key", "empty-key", "negative-ttl",
-            "incr-text", "incr-float"],
-)
-def test_bad_input_gets_a_clear_error(per_worker: list[Client], bad: str) -> None:
-    client = per_worker[0]
-    op(client, "set", "k:text", "not a number")
-    reply = client.call("store_bad", bad, timeout=10)
-    assert reply["error"] == "StoreValueError", reply
-    assert reply["message"]
-    assert op(client, "get", "k:text") == "not a number"  # nothing lost
 
 
 def _timed_failure(client: Client, *call: Any) -> tuple[str, float]:
