@@ -19,7 +19,7 @@ import gevent
 from gunicorn.http2 import negotiation
 from gunicorn.workers.ggevent import GeventWorker
 
-from gunicorn_barrel import backpressure, hooks, routing
+from gunicorn_barrel import backpressure, engineio_lean, hooks, routing
 from gunicorn_barrel.engineio_requests import engineio_requests
 from gunicorn_barrel.handoff import HandoffReceiver, HandoffSender
 from gunicorn_barrel.lifeline import signal_when_parent_dies
@@ -64,6 +64,7 @@ class BarrelWorker(GeventWorker):
         # after gevent has patched ssl and sockets
         use_barrel_websocket(settings.websocket_deflate_min_size if settings is not None else 1024)
         routing.tag_engineio_sessions()
+        engineio_lean.install()
         if settings is not None:
             backpressure.install(settings.client_queue_limit, settings.slow_client_policy)
 

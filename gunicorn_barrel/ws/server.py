@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import gevent.lock
 import gevent.socket
 
+from gunicorn_barrel.engineio_lean import SOCKET_KEY
 from gunicorn_barrel.ws import deflate, frames
 
 log = logging.getLogger("gunicorn_barrel.websocket")
@@ -68,7 +69,7 @@ class BarrelWebSocket:
         self._pending: list[bytes] = []
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        sock: Any = environ.get("gunicorn.socket")
+        sock: Any = environ.get(SOCKET_KEY) or environ.get("gunicorn.socket")
         problem = "no raw socket in this server" if sock is None else upgrade_problem(environ)
         if problem is not None:
             start_response("400 Bad Request", [("Content-Type", "text/plain")])

@@ -9,7 +9,12 @@ import socketio
 
 from gunicorn_barrel import BarrelManager
 
-sio = socketio.Server(async_mode="gevent", client_manager=BarrelManager())
+# Tests of engine.io's heartbeat shorten it through the environment.
+sio = socketio.Server(
+    async_mode="gevent", client_manager=BarrelManager(),
+    ping_interval=float(os.environ.get("TEST_PING_INTERVAL", "25")),
+    ping_timeout=float(os.environ.get("TEST_PING_TIMEOUT", "20")),
+)
 
 
 @sio.event
