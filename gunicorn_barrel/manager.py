@@ -17,13 +17,15 @@ import uuid
 import weakref
 from typing import Any
 
+from engineio import packet as engineio_packet
 from socketio import PubSubManager
+from socketio import packet as socketio_packet
 
 from gunicorn_barrel.bus import client as bus_client
 from gunicorn_barrel.bus.wire import Frame
 
 _LOCAL_HANDLERS = {
-    "emit": "_handle_emit",
+    "emit": "_deliver",
     "disconnect": "_handle_disconnect",
     "enter_room": "_handle_enter_room",
     "leave_room": "_handle_leave_room",
@@ -115,18 +117,48 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
             if room is None:
                 raise ValueError("Cannot use callback without a room set.")
             ack = (room, namespace, self._generate_ack_id(room, callback))
-        # Arguments travel as a list (a tuple means several arguments); bytes
-        # stay bytes inside it, so no base64 and binary=False.
-        args = list(data) if isinstance(data, tuple) else [data]
+        # A tuple is several arguments, None is none (as in python-socketio).
+        args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
         message = {
-            "method": "emit", "event": event, "data": args, "binary": False,
-            "namespace": namespace, "room": room, "skip_sid": skip_sid,
+            "method": "emit", "namespace": namespace, "room": room, "skip_sid": skip_sid,
             "callback": ack, "host_id": self.host_id,
         }
+        encoded = None if ack is not None else self._encode(namespace, event, args)
+        if encoded is not None:
+            # Encoded once, here: the receiving workers only write it out.
+            message["encoded"] = encoded
+        else:
+            # With an ack id (one per client) or binary attachments the
+            # receivers build the packet. Bytes stay bytes inside the list:
+            # no base64, so binary=False.
+            message.update(event=event, data=args, binary=False)
         # Publish first: a frame that cannot travel (too large, not
         # encodable) raises here, before any client got the message.
         self._publish(message)
-        self._handle_emit(message)
+        self._deliver(message)
+
+    def _encode(self, namespace: str, event: str, args: list[Any]) -> str | None:
+        """The socket.io packet of an event as engine.io sends it, or None if it has attachments."""
+        if self.server is None:
+            return None
+        pkt = self.server.packet_class(socketio_packet.EVENT, namespace=namespace, data=[event, *args])
+        encoded = pkt.encode()
+        return encoded if isinstance(encoded, str) else None
+
+    def _deliver(self, message: dict[str, Any]) -> None:
+        encoded = message.get("encoded")
+        if not isinstance(encoded, str):
+            self._handle_emit(message)
+            return
+        namespace = message.get("namespace") or "/"
+        if namespace not in self.rooms:
+            return
+        skip = message.get("skip_sid")
+        skip_sids = skip if isinstance(skip, list) else [skip]
+        eio_pkt = engineio_packet.Packet(engineio_packet.MESSAGE, encoded)
+        for sid, eio_sid in self.get_participants(namespace, message.get("room")):
+            if sid not in skip_sids:
+                self.server._send_eio_packet(eio_sid, eio_pkt)
 
     def _publish(self, data: dict[str, Any]) -> None:
         self._attach().publish(self.bus_channel, data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -164,3 +165,16 @@ def test_remote_disconnect(server: Gunicorn) -> None:
     finally:
         for c in group:
             c.close()
+
+
+@pytest.mark.parametrize(("shape", "expected"), [
+    ("none", []), ("one", [{"a": 1}]), ("several", [1, "two", [3]]), ("binary", [b"\x00\xff", "x"]),
+])
+def test_emit_argument_shapes_reach_every_worker_unchanged(
+    clients: list[Client], shape: str, expected: list[Any]
+) -> None:
+    # Packets without attachments are encoded once by the emitting worker;
+    # the others write them out as they are. Both paths must agree.
+    clients[0].call("emit_args", shape)
+    for c in clients:
+        wait_for(lambda c=c: expected in c.got("args"), 10, f"{shape} arguments at {c.pid}")

@@ -225,7 +225,7 @@ def test_engineio_heartbeat_on_timers() -> None:
             # No PONG: the server closes the session (close frame, then EOF).
             assert _close_code(silent) == 1000
             ws.send_text('42["broadcast","still here"]')
-            wait_for(lambda: ws.next_message() == '42["news","still here"]', 10, "the answering client served")
+            wait_for(lambda: ws.next_message() == '42["news","still here"]', 10, "the client served")
         finally:
             ws.close()
             silent.close()

@@ -259,3 +259,16 @@ def plain_wsgi(environ, start_response):
 wsgi = socketio.WSGIApp(sio, plain_wsgi)
 # The same socket.io server under a custom path, beside the plain WSGI app.
 wsgi_custom_path = socketio.WSGIApp(sio, plain_wsgi, socketio_path="custom/rt")
+
+
+# What "args" carries for each shape of emit data (none, one, several, binary).
+ARG_SHAPES = {"none": None, "one": {"a": 1}, "several": (1, "two", [3]), "binary": (b"\x00\xff", "x")}
+
+
+@sio.event
+def emit_args(sid, shape):
+    if shape == "none":
+        sio.emit("args")
+    else:
+        sio.emit("args", ARG_SHAPES[shape])
+    return "ok"
