@@ -272,3 +272,11 @@ def emit_args(sid, shape):
     else:
         sio.emit("args", ARG_SHAPES[shape])
     return "ok"
+
+
+@sio.event
+def emit_burst(sid, count):
+    """Emit ``count`` numbered "news" without yielding: the bus pushes them in batches."""
+    for n in range(count):
+        sio.emit("news", {"burst": n})
+    return "ok"
