@@ -190,3 +190,28 @@ def test_a_burst_of_emits_arrives_whole_and_in_order(clients: list[Client]) -> N
     for c in clients:
         wait_for(lambda c=c: len(burst(c)) >= 600, 20, f"the burst at {c.pid}")
         assert burst(c) == list(range(600))
+
+
+def test_frames_for_one_sid_reach_only_its_worker(clients: list[Client]) -> None:
+    """An emit to a sid travels on its owner's channel: the broadcaster filters it out for the rest."""
+    target = clients[0]
+    sender = next(c for c in clients if c.pid != target.pid)
+    witnesses = {c.pid: c for c in clients}  # one client per worker, to read its counters
+
+    def delivered() -> dict[int, int]:
+        return {pid: c.call("bus_counters")["counters"].get("frames_delivered", 0)
+                for pid, c in witnesses.items()}
+
+    tag = uuid.uuid4().hex
+    before = delivered()
+    for n in range(50):
+        sender.call("emit_to", {"to": target.sid, "payload": {"only": tag, "n": n}})
+    def arrived() -> int:
+        return len([m for m in target.got("direct") if isinstance(m, dict) and m.get("only") == tag])
+
+    wait_for(lambda: arrived() == 50, 10, "50 emits at their sid")
+    after = delivered()
+    assert after[target.pid] - before[target.pid] >= 50
+    for pid in witnesses:
+        if pid != target.pid:
+            assert after[pid] == before[pid], (pid, before, after)

@@ -75,8 +75,9 @@ class BusClient:
         # later), so it is a plain socket: cheaper per send than a green one,
         # and usable from a hub callback (see _flush).
         self._push = zmq_plain.Socket(self._ctx, zmq.PUSH)
-        # channel topic -> bodies published since the last flush
-        self._batches: dict[bytes, list[bytes]] = {}
+        # Frames published since the last flush, as runs of one channel
+        # (topic, bodies), in publish order: order across channels is kept.
+        self._batches: list[tuple[bytes, list[bytes]]] = []
         self._flush_scheduled = False
         self._sub = self._ctx.socket(zmq.SUB)
         for sock in (self._push, self._sub):
@@ -118,17 +119,20 @@ class BusClient:
         parts = wire.encode(wire.Frame(channel, self.origin, seq, payload), self.max_frame_size)
         self.outbox.record(channel, seq, parts, time.monotonic())
         self.counters["frames_pushed"] += 1
-        # Batched: frames published before this greenlet yields go out
-        # together, one message per channel, as soon as it yields.
-        self._batches.setdefault(parts[0], []).append(parts[1])
+        # Batched: frames published before this greenlet yields go out as
+        # soon as it yields, consecutive frames of one channel as one message.
+        if self._batches and self._batches[-1][0] == parts[0]:
+            self._batches[-1][1].append(parts[1])
+        else:
+            self._batches.append((parts[0], [parts[1]]))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             gevent.get_hub().loop.run_callback(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        batches, self._batches = self._batches, {}
-        for topic, bodies in batches.items():
+        batches, self._batches = self._batches, []
+        for topic, bodies in batches:
             for start in range(0, len(bodies), wire.MAX_BATCH):
                 self._send([topic, *bodies[start:start + wire.MAX_BATCH]])
 
