@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import zmq
 
-from gunicorn_barrel.bus import endpoints, wire
+from gunicorn_barrel.bus import endpoints, fastzmq, wire
 from gunicorn_barrel.lifeline import signal_when_parent_dies
 
 log = logging.getLogger("gunicorn_barrel.broadcaster")
@@ -124,7 +124,7 @@ class Broadcaster:
         # Forward everything queued without returning to poll() between frames.
         for _ in range(10_000):
             try:
-                parts = pull.recv_multipart(zmq.NOBLOCK)
+                parts = fastzmq.recv_parts(pull, fastzmq.NOBLOCK)
             except zmq.Again:
                 return
             if len(parts) == 2:
@@ -160,7 +160,7 @@ class Broadcaster:
             raise wire.MalformedFrame("channels starting with NUL are the broadcaster's own")
 
     def _publish(self, parts: Sequence[bytes], pub: zmq.Socket) -> None:
-        pub.send_multipart(parts)
+        fastzmq.send_parts(pub, parts)
         self.counters["frames_published"] += 1
         origin, seq = wire.origin_and_seq(parts[1])
         key = (origin, bytes(parts[0]))

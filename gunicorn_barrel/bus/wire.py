@@ -174,8 +174,14 @@ def origin_and_seq(body: bytes) -> tuple[bytes, int]:
     return bytes(origin), int(seq)
 
 
-def decode(parts: Sequence[bytes], max_size: int) -> Frame:
-    """Decode zeromq message parts into a Frame; raise WireError on any defect."""
+def decode(parts: Sequence[bytes], max_size: int, check_values: bool = True) -> Frame:
+    """Decode zeromq message parts into a Frame; raise WireError on any defect.
+
+    ``check_values=False`` skips the walk over the payload's values (the
+    msgpack decoding itself still refuses extension types and non-string
+    keys): for workers, which receive only what the broadcaster published
+    after a full check.
+    """
     check(parts, max_size)
     topic, body = parts
     try:
@@ -194,5 +200,6 @@ def decode(parts: Sequence[bytes], max_size: int) -> Frame:
         raise MalformedFrame(f"payload is not valid msgpack: {reason}") from None
     if not isinstance(payload, dict):
         raise MalformedFrame(f"payload must be a map, got {type(payload).__name__}")
-    _check_values(payload, MalformedFrame)
+    if check_values:
+        _check_values(payload, MalformedFrame)
     return Frame(channel=channel, origin=bytes(origin), seq=seq, payload=payload)
