@@ -40,7 +40,8 @@ def install(limit: int, policy: str) -> None:
     unbounded_send = Socket.send
 
     def send(self: Any, pkt: Any) -> None:
-        if getattr(self, "_barrel_cut", False):
+        # Runs for every packet to every client: kept to a few attribute reads.
+        if self.__dict__.get("_barrel_cut"):
             return  # being disconnected for slowness: nothing more for it
         size = self.queue.qsize()
         if size >= _limit and not (self.closed or self.closing):
