@@ -89,8 +89,10 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
         # ack's origin) on a channel only that worker subscribes to, so the
         # broadcaster's PUB socket filters them out for the others. The
         # second name must not start with the first: zeromq matches prefixes.
+        # Pids repeat across hosts: the instance's tag makes the name unique
+        # on a bus shared by several instances.
         self.bus_channel = "sio:" + channel
-        self._worker_channel_format = "sio@{pid}:" + channel
+        self._worker_channel_format = "sio@{tag}.{pid}:" + channel
         self._attached_pid: int | None = None
         _instances.add(self)
 
@@ -105,7 +107,7 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
         bus = bus_client.current()
         if self._attached_pid != os.getpid() and not self.write_only:
             bus.subscribe(self.bus_channel, self._on_frame)
-            bus.subscribe(self._worker_channel_format.format(pid=os.getpid()), self._on_frame)
+            bus.subscribe(self._worker_channel(os.getpid()), self._on_frame)
             self._attached_pid = os.getpid()
         return bus
 
@@ -182,8 +184,11 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
 
     def _publish(self, data: dict[str, Any]) -> None:
         pid = self._single_receiver(data)
-        channel = self.bus_channel if pid is None else self._worker_channel_format.format(pid=pid)
+        channel = self.bus_channel if pid is None else self._worker_channel(pid)
         self._attach().publish(channel, data)
+
+    def _worker_channel(self, pid: int) -> str:
+        return self._worker_channel_format.format(tag=routing.instance_tag(), pid=pid)
 
     def _single_receiver(self, message: dict[str, Any]) -> int | None:
         """The pid of the one worker a message concerns, when there is one."""

@@ -61,6 +61,11 @@ def _mac(body: bytes) -> bytes:
     return hmac.new(_key(), body, hashlib.sha256).digest()[:_MAC_BYTES]
 
 
+def instance_tag() -> str:
+    """A short name of this gunicorn instance, the same in all its workers (derived from the key)."""
+    return hmac.new(_key(), b"instance tag", hashlib.sha256).hexdigest()[:12]
+
+
 def new_sid(pid: int | None = None) -> str:
     """A fresh engine.io session id owned by ``pid`` (this process by default)."""
     body = _PID.pack(os.getpid() if pid is None else pid) + secrets.token_bytes(_RANDOM_BYTES)

@@ -180,16 +180,18 @@ def test_emit_argument_shapes_reach_every_worker_unchanged(
         wait_for(lambda c=c: expected in c.got("args"), 10, f"{shape} arguments at {c.pid}")
 
 
-def test_a_burst_of_emits_arrives_whole_and_in_order(clients: list[Client]) -> None:
+def test_a_burst_of_emits_arrives_whole_and_once(clients: list[Client]) -> None:
     # 600 emits without a yield: pushed as batches of up to wire.MAX_BATCH
     # frames, split again by the broadcaster.
     clients[0].call("emit_burst", 600)
     def burst(c: Client) -> list[int]:
         return [m["burst"] for m in c.got("news") if isinstance(m, dict) and "burst" in m]
 
+    # Whole and once; the order is checked with node clients elsewhere
+    # (python-socketio's client handles each event in a thread of its own).
     for c in clients:
         wait_for(lambda c=c: len(burst(c)) >= 600, 20, f"the burst at {c.pid}")
-        assert burst(c) == list(range(600))
+        assert sorted(burst(c)) == list(range(600))
 
 
 def test_frames_for_one_sid_reach_only_its_worker(clients: list[Client]) -> None:

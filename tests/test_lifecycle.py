@@ -209,12 +209,15 @@ def test_oversized_emit_raises_at_the_caller_and_reaches_no_one() -> None:
     with gunicorn(workers=2, env={"BARREL_MAX_FRAME_SIZE": "65536"}) as srv:
         clients = spread_clients(srv.url, 2, per_worker=1)
         try:
+            assert clients[0].call("broadcast_big", 1000) == "ok"
             reply = clients[0].call("broadcast_big", 100_000)
             assert "over the limit of 65536 bytes" in reply["error"]
             assert clients[0].call("broadcast_big", 1000) == "ok"
             for c in clients:
-                wait_for(lambda c=c: c.got("news"), 10, "the small broadcast")
-                assert c.got("news") == [{"big": b"x" * 1000}]
+                wait_for(lambda c=c: len(c.got("news")) == 2, 10, "the small broadcasts")
+                assert c.got("news") == [{"big": b"x" * 1000}] * 2
+            for c in clients:  # the refused emit used up no sequence number
+                assert c.call("bus_counters")["counters"].get("gaps", 0) == 0
         finally:
             _close(clients)
 

@@ -580,3 +580,10 @@ def test_a_frame_the_broadcaster_never_got_is_not_acked_by_a_later_one(tmp_path:
     # 2 is resent; so is 3 (acks are cumulative: the broadcaster acknowledges
     # up to its first hole), which receivers then drop as a duplicate.
     assert [wire.decode(p, 1 << 20).seq for p in resent] == [2, 3]
+
+
+def test_peeking_a_number_does_not_take_it() -> None:
+    outbox: Outbox[str] = Outbox(10, Counter())
+    assert outbox.peek_seq("x") == outbox.peek_seq("x") == 1
+    assert outbox.next_seq("x") == 1
+    assert outbox.peek_seq("x") == 2

@@ -117,8 +117,11 @@ class BusClient:
             raise BusClosed("the barrel bus client is closed")
         if channel.startswith("\x00"):
             raise ValueError("channels starting with NUL are reserved for the bus")
-        seq = self.outbox.next_seq(channel)
+        # The number is taken only once the frame is encoded: one skipped by
+        # an emit that raised would be a gap for every receiver.
+        seq = self.outbox.peek_seq(channel)
         parts = wire.encode(wire.Frame(channel, self.origin, seq, payload), self.max_frame_size)
+        self.outbox.next_seq(channel)
         self.outbox.record(channel, seq, parts, time.monotonic())
         self.counters["frames_pushed"] += 1
         # Batched: frames published before this greenlet yields go out as

@@ -30,9 +30,14 @@ class Outbox(Generic[T]):
         self._unacked: dict[str, OrderedDict[int, tuple[float, T]]] = {}
 
     def next_seq(self, channel: str) -> int:
-        seq = self._seq.get(channel, 0) + 1
+        """Take the number of the next frame of ``channel``."""
+        seq = self.peek_seq(channel)
         self._seq[channel] = seq
         return seq
+
+    def peek_seq(self, channel: str) -> int:
+        """The number the next frame of ``channel`` will get, without taking it."""
+        return self._seq.get(channel, 0) + 1
 
     def record(self, channel: str, seq: int, item: T, now: float) -> None:
         pending = self._unacked.setdefault(channel, OrderedDict())
