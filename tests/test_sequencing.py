@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gunicorn_barrel.bus import wire
+from gunicorn_barrel.bus import fastzmq, wire
 from gunicorn_barrel.bus.broadcaster import Broadcaster
 from gunicorn_barrel.bus.sequencing import Inbox, Outbox
 
@@ -524,8 +524,16 @@ class _FakePub:
     def __init__(self) -> None:
         self.sent: list[list[bytes]] = []
 
+        self._message: list[bytes] = []
+
     def send_multipart(self, parts: list[bytes]) -> None:
         self.sent.append(list(parts))
+
+    def send(self, part: bytes, flags: int = 0) -> None:  # fastzmq.send_parts, part by part
+        self._message.append(part)
+        if not flags & fastzmq.SNDMORE:
+            self.sent.append(self._message)
+            self._message = []
 
 
 def _heartbeat_acks(broadcaster: Broadcaster) -> dict[str, int]:
