@@ -1,0 +1,144 @@
+"""`python -m bench.peers` (from the repo root): gunicorn_barrel against python-socketio and Node socket.io.
+
+For each server, on loopback with socket.io-client v4 (node) WebSocket clients:
+connects/s and RSS per idle connection (--idle-clients), then, with --clients
+spread evenly over the workers, the one-way latency of 100-byte broadcasts
+from one worker at a fixed --fixed-rate deliveries/s, and the highest
+deliveries/s with p99 <= 50 ms and nothing lost. Then the cross-worker bus
+hop at --hop-rate frames/s (barrel bus and Redis pub/sub). Writes
+bench/results/peers.json and peers.md. Default run: about 7 minutes; --quick: about 2.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import cpu
+from bench import report as machine_report
+from bench.peers import broadcast, bus_hop, memory, report
+from bench.peers.load import Load
+from bench.peers.servers import Server, start_gunicorn, start_node, stop_quietly
+from tests.test_store_redis import RedisServer
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+SERVERS = {
+    "barrel-1": ("gunicorn_barrel -w 1", "barrel", 1, "none (1 worker)"),
+    "barrel-2": ("gunicorn_barrel -w 2", "barrel", 2, "barrel bus (broadcaster side process)"),
+    "gevent-1": ("python-socketio, gunicorn -k gevent -w 1", "plain", 1, "none (1 worker)"),
+    "redis-2": ("python-socketio + RedisManager, -k gevent -w 2", "redis", 2, "Redis pub/sub"),
+    "node-1": ("Node socket.io, 1 process", "node", 1, "none (1 process)"),
+    "node-2": ("Node socket.io cluster, 2 processes", "node", 2, "@socket.io/cluster-adapter (IPC via the primary)"),
+}
+DEFAULTS = {"idle_clients": 5000, "clients": 1000, "fixed_seconds": 5.0, "step_seconds": 3.0, "max_steps": 8,
+            "hop_seconds": 5.0}
+QUICK = {"idle_clients": 1000, "clients": 1000, "fixed_seconds": 2.0, "step_seconds": 2.0, "max_steps": 3,
+         "hop_seconds": 2.0}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.peers", description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run of about 2 minutes")
+    parser.add_argument("--servers", default=",".join(SERVERS),
+                        help=f"comma-separated subset of {', '.join(SERVERS)} (default: all)")
+    parser.add_argument("--idle-clients", type=int, help="clients for connects/s and idle RSS (default 5000)")
+    parser.add_argument("--clients", type=int, help="clients receiving the broadcasts (default 1000)")
+    parser.add_argument("--fixed-rate", type=float, default=20000, help="deliveries/s of the latency figure")
+    parser.add_argument("--fixed-seconds", type=float, help="length of the fixed-rate step, s (default 5)")
+    parser.add_argument("--step-seconds", type=float, help="length of each search step, s (default 3)")
+    parser.add_argument("--max-steps", type=int, help="steps of the rate search, the fixed one included (default 8)")
+    parser.add_argument("--load-procs", type=int, default=2, help="node load generator processes")
+    parser.add_argument("--hop-rate", type=float, default=10000, help="bus hop frames/s")
+    parser.add_argument("--hop-seconds", type=float, help="bus hop run per transport, s (default 5)")
+    parser.add_argument("--no-hop", action="store_true", help="skip the bus hop figure")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    args = parser.parse_args(argv)
+    for key, value in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = set(args.servers) - set(SERVERS)
+    if unknown:
+        parser.error(f"unknown servers {sorted(unknown)}; known: {', '.join(SERVERS)}")
+    return args
+
+
+def run_server(key: str, args: argparse.Namespace, log_dir: Path, redis: RedisServer | None) -> dict[str, Any]:
+    name, kind, processes, bus = SERVERS[key]
+    server = Server(name=name, kind=kind, processes=processes, bus=bus)
+    print(f"== {name}", flush=True)
+    load: Load | None = None
+    try:
+        if kind == "node":
+            start_node(server, log_dir)
+        else:
+            start_gunicorn(server, log_dir, redis.url if redis else None,
+                           redis.proc.pid if redis and redis.proc and kind == "redis" else None)
+        (log_dir / key).mkdir(exist_ok=True)
+        load = Load(server.url, args.load_procs, log_dir / key)
+        rss_before = memory.rss(server.pids())
+        idle = load.connect(args.idle_clients, None)
+        rss_idle = memory.settled_rss(server.pids)
+        print(f"  {idle['clients']} idle clients in {idle['seconds']:.1f} s ({idle['handshakes_per_s']:,.0f}"
+              f" handshakes/s), by worker {idle['by_worker']}, RSS {sum(rss_idle.values()) / 1024:,.0f} MB",
+              flush=True)
+        spread = load.spread(args.clients, server.worker_pids)
+        print(f"  {args.clients} clients by worker {spread['by_worker']}; deflate {spread['extensions']}", flush=True)
+        origin = server.worker_pids[0]
+
+        def pids() -> list[int]:
+            return list(server.pids().values())
+
+        def step(rate: float, seconds: float = args.step_seconds) -> dict[str, Any]:
+            return broadcast.measured_step(load, origin, rate, seconds, pids)  # type: ignore[arg-type]
+
+        fixed = step(args.fixed_rate / args.clients, args.fixed_seconds)
+        found = broadcast.search(step, fixed, args.max_steps)
+    finally:
+        if load is not None:
+            load.stop()
+        stop_quietly(server)
+    return {
+        "name": name, "kind": kind, "processes": processes, "bus": bus, "origin_worker": origin,
+        "idle": {**idle, "rss_kb_before": rss_before, "rss_kb": rss_idle}, "spread": spread,
+        "fixed": fixed, "search": found,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    started = time.monotonic()
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the servers and node
+    log_dir = Path(tempfile.mkdtemp(prefix="barrel-bench-peers-"))
+    print(f"logs in {log_dir}", file=sys.stderr)
+    redis = RedisServer().start() if "redis-2" in args.servers or not args.no_hop else None
+    try:
+        waited = cpu.wait_for_quiet(10.0)
+        servers = {key: run_server(key, args, log_dir, redis) for key in args.servers}
+        hop = None if args.no_hop else bus_hop.measure(args.hop_rate, args.hop_seconds, redis, log_dir)
+    finally:
+        if redis is not None:
+            redis.stop()
+    results = {
+        "date": date, "elapsed_s": time.monotonic() - started, "waited_for_quiet_s": waited,
+        "machine": {**machine_report.machine(), **report.node_versions()},
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "nofile_limit": hard, "log_dir": str(log_dir), "servers": servers, "bus_hop": hop,
+    }
+    text = report.markdown(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "peers.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "peers.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

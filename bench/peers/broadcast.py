@@ -1,0 +1,62 @@
+"""Broadcast figures: one-way latency at a fixed rate, and the highest rate with p99 <= 50 ms.
+
+A rate is in broadcasts a second from one worker; deliveries/s = rate x clients.
+A step passes when every client got every broadcast, the p99 one-way latency
+is within the limit and the server kept the rate (sent them all within 5 % of
+the step's time).
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from bench import cpu
+from bench.peers.load import Load
+
+P99_LIMIT_MS = 50.0
+KEPT_RATE = 1.05
+_tags = itertools.count(1)
+
+
+def measured_step(load: Load, origin: int, rate: float, seconds: float,
+                  server_pids: Callable[[], list[int]]) -> dict[str, Any]:
+    """One step, with the CPU of the server, the load generator and everything else (% of one core)."""
+    ours = [*server_pids()], load.pids()
+    before = cpu.process_seconds(ours[0]), cpu.process_seconds(ours[1]), cpu.machine_seconds()[0]
+    result = load.step(origin, rate, seconds, next(_tags), drain=max(3.0, seconds))
+    after = cpu.process_seconds(ours[0]), cpu.process_seconds(ours[1]), cpu.machine_seconds()[0]
+    span = max(result["send_elapsed_s"], seconds)
+    server, clients, machine = (100 * (a - b) / span for a, b in zip(after, before, strict=True))
+    result["cpu_pct"] = {"server": server, "load": clients, "other": max(0.0, machine - server - clients)}
+    result["passed"] = (result["missing"] == 0 and result["latency_ms"]["p99"] <= P99_LIMIT_MS
+                        and result["send_elapsed_s"] <= seconds * KEPT_RATE)
+    print(f"    {rate:8.1f} broadcasts/s x {result['clients']} = {result['deliveries_per_s']:10,.0f} deliveries/s"
+          f"  p50 {result['latency_ms']['p50']:7.1f} ms p99 {result['latency_ms']['p99']:8.1f} ms"
+          f"  missing {result['missing']:>7}  CPU server {server:3.0f} % load {clients:3.0f} %"
+          f"  {'ok' if result['passed'] else 'FAIL'}", flush=True)
+    return result
+
+
+def search(step: Callable[[float], dict[str, Any]], first: dict[str, Any], max_steps: int,
+           resolution: float = 1.15) -> dict[str, Any]:
+    """Double (or halve) from the first step's rate until a pass and a fail bracket the limit, then bisect."""
+    steps = [first]
+    good = first["rate"] if first["passed"] else None
+    bad = None if first["passed"] else first["rate"]
+    while len(steps) < max_steps:
+        if good is not None and bad is not None:
+            if bad / good <= resolution:
+                break
+            rate = (good * bad) ** 0.5
+        else:
+            rate = good * 2 if good is not None else bad / 2  # type: ignore[operator]
+        result = step(rate)
+        steps.append(result)
+        if result["passed"]:
+            good = max(good or 0.0, rate)
+        else:
+            bad = min(bad or float("inf"), rate)
+    passed = [s for s in steps if s["passed"]]
+    best = max(passed, key=lambda s: s["deliveries_per_s"]) if passed else None
+    return {"best": best, "first_fail_rate": bad, "steps": steps}
