@@ -34,7 +34,8 @@ SERVERS = {
     "gevent-1": ("python-socketio, gunicorn -k gevent -w 1", "plain", 1, "none (1 worker)"),
     "redis-2": ("python-socketio + RedisManager, -k gevent -w 2", "redis", 2, "Redis pub/sub"),
     "node-1": ("Node socket.io, 1 process", "node", 1, "none (1 process)"),
-    "node-2": ("Node socket.io cluster, 2 processes", "node", 2, "@socket.io/cluster-adapter (IPC via the primary)"),
+    "node-2": ("Node socket.io cluster, 2 processes", "node", 2,
+               "@socket.io/cluster-adapter (IPC via the primary)"),
 }
 DEFAULTS = {"idle_clients": 5000, "clients": 1000, "fixed_seconds": 5.0, "step_seconds": 3.0, "max_steps": 8,
             "hop_seconds": 5.0}
@@ -43,7 +44,8 @@ QUICK = {"idle_clients": 1000, "clients": 1000, "fixed_seconds": 2.0, "step_seco
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.peers", description=(__doc__ or "").split("\n\n")[0])
+    summary = (__doc__ or "").split("\n\n")[0]
+    parser = argparse.ArgumentParser(prog="python -m bench.peers", description=summary)
     parser.add_argument("--quick", action="store_true", help="a smoke run of about 2 minutes")
     parser.add_argument("--servers", default=",".join(SERVERS),
                         help=f"comma-separated subset of {', '.join(SERVERS)} (default: all)")
@@ -52,7 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fixed-rate", type=float, default=20000, help="deliveries/s of the latency figure")
     parser.add_argument("--fixed-seconds", type=float, help="length of the fixed-rate step, s (default 5)")
     parser.add_argument("--step-seconds", type=float, help="length of each search step, s (default 3)")
-    parser.add_argument("--max-steps", type=int, help="steps of the rate search, the fixed one included (default 8)")
+    parser.add_argument("--max-steps", type=int,
+                        help="steps of the rate search, the fixed one included (default 8)")
     parser.add_argument("--load-procs", type=int, default=2, help="node load generator processes")
     parser.add_argument("--hop-rate", type=float, default=10000, help="bus hop frames/s")
     parser.add_argument("--hop-seconds", type=float, help="bus hop run per transport, s (default 5)")
@@ -69,7 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run_server(key: str, args: argparse.Namespace, log_dir: Path, redis: RedisServer | None) -> dict[str, Any]:
+def run_server(key: str, args: argparse.Namespace, log_dir: Path,
+               redis: RedisServer | None) -> dict[str, Any]:
     name, kind, processes, bus = SERVERS[key]
     server = Server(name=name, kind=kind, processes=processes, bus=bus)
     print(f"== {name}", flush=True)
@@ -89,7 +93,8 @@ def run_server(key: str, args: argparse.Namespace, log_dir: Path, redis: RedisSe
               f" handshakes/s), by worker {idle['by_worker']}, RSS {sum(rss_idle.values()) / 1024:,.0f} MB",
               flush=True)
         spread = load.spread(args.clients, server.worker_pids)
-        print(f"  {args.clients} clients by worker {spread['by_worker']}; deflate {spread['extensions']}", flush=True)
+        print(f"  {args.clients} clients by worker {spread['by_worker']}; "
+              f"deflate {spread['extensions']}", flush=True)
         origin = server.worker_pids[0]
 
         def pids() -> list[int]:

@@ -8,6 +8,7 @@ the step's time).
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,9 @@ from bench.peers.load import Load
 
 P99_LIMIT_MS = 50.0
 KEPT_RATE = 1.05
+IDLE_PCT = 15.0
+IDLE_SAMPLE_S = 0.3
+IDLE_WAIT = 10.0
 _tags = itertools.count(1)
 
 
@@ -23,19 +27,34 @@ def measured_step(load: Load, origin: int, rate: float, seconds: float,
                   server_pids: Callable[[], list[int]]) -> dict[str, Any]:
     """One step, with the CPU of the server, the load generator and everything else (% of one core)."""
     ours = [*server_pids()], load.pids()
+    wait_for_idle(ours[0])
+    began = time.monotonic()
     before = cpu.process_seconds(ours[0]), cpu.process_seconds(ours[1]), cpu.machine_seconds()[0]
     result = load.step(origin, rate, seconds, next(_tags), drain=max(3.0, seconds))
     after = cpu.process_seconds(ours[0]), cpu.process_seconds(ours[1]), cpu.machine_seconds()[0]
-    span = max(result["send_elapsed_s"], seconds)
+    span = time.monotonic() - began  # the broadcasts and their delivery (the collect's wait included)
     server, clients, machine = (100 * (a - b) / span for a, b in zip(after, before, strict=True))
     result["cpu_pct"] = {"server": server, "load": clients, "other": max(0.0, machine - server - clients)}
     result["passed"] = (result["missing"] == 0 and result["latency_ms"]["p99"] <= P99_LIMIT_MS
                         and result["send_elapsed_s"] <= seconds * KEPT_RATE)
-    print(f"    {rate:8.1f} broadcasts/s x {result['clients']} = {result['deliveries_per_s']:10,.0f} deliveries/s"
+    print(f"    {rate:8.1f} broadcasts/s x {result['clients']} = "
+          f"{result['deliveries_per_s']:10,.0f} deliveries/s"
           f"  p50 {result['latency_ms']['p50']:7.1f} ms p99 {result['latency_ms']['p99']:8.1f} ms"
           f"  missing {result['missing']:>7}  CPU server {server:3.0f} % load {clients:3.0f} %"
           f"  {'ok' if result['passed'] else 'FAIL'}", flush=True)
     return result
+
+
+def wait_for_idle(pids: list[int], max_wait: float = IDLE_WAIT) -> float:
+    """Wait until the server's processes use under IDLE_PCT of a core (backlogs of a previous step,
+    disconnects of trimmed clients), ``max_wait`` s at most; the wait."""
+    start = time.monotonic()
+    while time.monotonic() - start < max_wait:
+        used = cpu.process_seconds(pids)
+        time.sleep(IDLE_SAMPLE_S)
+        if 100 * (cpu.process_seconds(pids) - used) / IDLE_SAMPLE_S < IDLE_PCT:
+            break
+    return time.monotonic() - start
 
 
 def search(step: Callable[[float], dict[str, Any]], first: dict[str, Any], max_steps: int,

@@ -7,6 +7,7 @@ through Redis pub/sub (redis-py), so only the transport differs.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ BACKENDS = ("barrel", "redis")
 
 def measure(rate: float, seconds: float, redis: RedisServer | None, log_dir: Path) -> dict[str, Any]:
     env = {"BENCH_MANAGER": "barrel", **({"BENCH_REDIS_URL": redis.url} if redis else {})}
-    srv = Gunicorn(app=APP, workers=2, extra_args=WORKER_CONNECTIONS, env=env, log_path=log_dir / "bus_hop.log")
+    srv = Gunicorn(app=APP, workers=2, extra_args=WORKER_CONNECTIONS, env=env,
+                   log_path=log_dir / "bus_hop.log")
     print(f"== bus hop, {rate:,.0f} frames/s for {seconds} s", flush=True)
     clients = []
     results: dict[str, Any] = {"rate": rate, "seconds": seconds}
@@ -33,6 +35,7 @@ def measure(rate: float, seconds: float, redis: RedisServer | None, log_dir: Pat
             for client in (sender, receiver):
                 client.call("hop_listen", backend)
             pids = [srv.pid, *children_of(srv.pid), *([redis.proc.pid] if redis and redis.proc else [])]
+            began = time.monotonic()
             before = cpu.process_seconds(pids), cpu.machine_seconds()[0]
             sent = sender.call("hop_start", {"backend": backend, "rate": rate, "seconds": seconds},
                                timeout=seconds + 60)
@@ -46,16 +49,17 @@ def measure(rate: float, seconds: float, redis: RedisServer | None, log_dir: Pat
             except AssertionError:
                 got = receiver.call("hop_result", backend)
             after = cpu.process_seconds(pids), cpu.machine_seconds()[0]
-            span = sent["elapsed"]
+            span = time.monotonic() - began
+            server, machine = after[0] - before[0], after[1] - before[1]
             results[backend] = {
-                "sent": sent["sent"], "send_elapsed_s": span, "received": got["received"],
+                "sent": sent["sent"], "send_elapsed_s": sent["elapsed"], "received": got["received"],
                 "latency_us": got["latency_us"], "max_us": got["max_us"],
-                "cpu_pct": {"server": 100 * (after[0] - before[0]) / span,
-                            "other": max(0.0, 100 * ((after[1] - before[1]) - (after[0] - before[0])) / span)},
+                "cpu_pct": {"server": 100 * server / span,
+                            "other": max(0.0, 100 * (machine - server) / span)},
             }
             lat = got["latency_us"]
-            print(f"  {backend:6}: {got['received']}/{sent['sent']} frames in {span:.1f} s,"
-                  f" p50 {lat['p50']:,.0f} µs p99 {lat['p99']:,.0f} µs max {got['max_us']:,.0f} µs", flush=True)
+            print(f"  {backend:6}: {got['received']}/{sent['sent']} frames in {sent['elapsed']:.1f} s, p50 "
+                  f"{lat['p50']:,.0f} µs p99 {lat['p99']:,.0f} µs max {got['max_us']:,.0f} µs", flush=True)
     finally:
         for client in clients:
             client.close()

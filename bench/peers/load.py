@@ -35,7 +35,8 @@ class Load:
     def pids(self) -> list[int]:
         return [p.proc.pid for p in self.procs]
 
-    def _all(self, command: dict[str, Any] | list[dict[str, Any]], kind: str, timeout: float) -> list[dict[str, Any]]:
+    def _all(self, command: dict[str, Any] | list[dict[str, Any]], kind: str,
+             timeout: float) -> list[dict[str, Any]]:
         commands = command if isinstance(command, list) else [command] * len(self.procs)
         for proc, cmd in zip(self.procs, commands, strict=True):
             proc.send(cmd)
