@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hop-rate", type=float, default=10000, help="bus hop frames/s")
     parser.add_argument("--hop-seconds", type=float, help="bus hop run per transport, s (default 5)")
     parser.add_argument("--no-hop", action="store_true", help="skip the bus hop figure")
+    parser.add_argument("--quiet-wait", type=float, default=10.0,
+                        help="longest wait for a quiet machine before the run, s (default 10)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else DEFAULTS).items():
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"logs in {log_dir}", file=sys.stderr)
     redis = RedisServer().start() if "redis-2" in args.servers or not args.no_hop else None
     try:
-        waited = cpu.wait_for_quiet(10.0)
+        waited = cpu.wait_for_quiet(args.quiet_wait)
         servers = {key: run_server(key, args, log_dir, redis) for key in args.servers}
         hop = None if args.no_hop else bus_hop.measure(args.hop_rate, args.hop_seconds, redis, log_dir)
     finally:

@@ -17,6 +17,7 @@ from bench.peers.load import Load
 
 P99_LIMIT_MS = 50.0
 KEPT_RATE = 1.05
+MIN_RATE = 1.0  # broadcasts/s: below it a step says little (a second apart, each one a burst)
 IDLE_PCT = 15.0
 IDLE_SAMPLE_S = 0.3
 IDLE_WAIT = 10.0
@@ -35,7 +36,8 @@ def measured_step(load: Load, origin: int, rate: float, seconds: float,
     span = time.monotonic() - began  # the broadcasts and their delivery (the collect's wait included)
     server, clients, machine = (100 * (a - b) / span for a, b in zip(after, before, strict=True))
     result["cpu_pct"] = {"server": server, "load": clients, "other": max(0.0, machine - server - clients)}
-    result["passed"] = (result["missing"] == 0 and result["latency_ms"]["p99"] <= P99_LIMIT_MS
+    result["passed"] = (result["sent"] > 0 and result["missing"] == 0
+                        and result["latency_ms"]["p99"] <= P99_LIMIT_MS
                         and result["send_elapsed_s"] <= seconds * KEPT_RATE)
     print(f"    {rate:8.1f} broadcasts/s x {result['clients']} = "
           f"{result['deliveries_per_s']:10,.0f} deliveries/s"
@@ -59,7 +61,8 @@ def wait_for_idle(pids: list[int], max_wait: float = IDLE_WAIT) -> float:
 
 def search(step: Callable[[float], dict[str, Any]], first: dict[str, Any], max_steps: int,
            resolution: float = 1.15) -> dict[str, Any]:
-    """Double (or halve) from the first step's rate until a pass and a fail bracket the limit, then bisect."""
+    """Double (or halve, down to MIN_RATE) from the first step's rate until a pass and a fail
+    bracket the limit, then bisect."""
     steps = [first]
     good = first["rate"] if first["passed"] else None
     bad = None if first["passed"] else first["rate"]
@@ -70,6 +73,8 @@ def search(step: Callable[[float], dict[str, Any]], first: dict[str, Any], max_s
             rate = (good * bad) ** 0.5
         else:
             rate = good * 2 if good is not None else bad / 2  # type: ignore[operator]
+            if rate < MIN_RATE:
+                break
         result = step(rate)
         steps.append(result)
         if result["passed"]:
