@@ -24,7 +24,7 @@ function app(io) {
   io.on("connection", (socket) => {
     socket.emit("hi", { pid: process.pid });
     socket.on("blast", ({ rate, seconds, tag }, ack) => {
-      const total = Math.floor(rate * seconds);
+      const total = Math.round(rate * seconds);
       const start = performance.now();
       let sent = 0;
       const tick = () => {

@@ -99,11 +99,8 @@ def run_server(key: str, args: argparse.Namespace, log_dir: Path,
               f"deflate {spread['extensions']}", flush=True)
         origin = server.worker_pids[0]
 
-        def pids() -> list[int]:
-            return list(server.pids().values())
-
         def step(rate: float, seconds: float = args.step_seconds) -> dict[str, Any]:
-            return broadcast.measured_step(load, origin, rate, seconds, pids)  # type: ignore[arg-type]
+            return broadcast.measured_step(load, origin, rate, seconds, server.pids)  # type: ignore[arg-type]
 
         fixed = step(args.fixed_rate / args.clients, args.fixed_seconds)
         found = broadcast.search(step, fixed, args.max_steps)

@@ -50,7 +50,7 @@ def whoami(sid: str, _data: Any = None) -> dict[str, Any]:
 @sio.event
 def blast(sid: str, data: dict[str, Any]) -> dict[str, Any]:
     """Emit the broadcasts (runs in its own greenlet: python-socketio's async handlers)."""
-    rate, total, tag = float(data["rate"]), int(data["rate"] * data["seconds"]), data["tag"]
+    rate, total, tag = float(data["rate"]), round(data["rate"] * data["seconds"]), data["tag"]
     start, sent = time.monotonic(), 0
     while sent < total:
         due = min(total, int((time.monotonic() - start) * rate) + 1)

@@ -24,18 +24,28 @@ IDLE_WAIT = 10.0
 _tags = itertools.count(1)
 
 
+def process_cpu(named: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each named process."""
+    return {name: cpu.process_seconds([pid]) for name, pid in named.items()}
+
+
 def measured_step(load: Load, origin: int, rate: float, seconds: float,
-                  server_pids: Callable[[], list[int]]) -> dict[str, Any]:
-    """One step, with the CPU of the server, the load generator and everything else (% of one core)."""
-    ours = [*server_pids()], load.pids()
+                  server_pids: Callable[[], dict[str, int]]) -> dict[str, Any]:
+    """One step, with the CPU of the server (each process too), the load generator and everything
+    else, in % of one core."""
+    named = server_pids()
+    ours = list(named.values()), load.pids()
     wait_for_idle(ours[0])
     began = time.monotonic()
+    each = process_cpu(named)
     before = cpu.process_seconds(ours[0]), cpu.process_seconds(ours[1]), cpu.machine_seconds()[0]
     result = load.step(origin, rate, seconds, next(_tags), drain=max(3.0, seconds))
     after = cpu.process_seconds(ours[0]), cpu.process_seconds(ours[1]), cpu.machine_seconds()[0]
+    each = {name: used - each[name] for name, used in process_cpu(named).items()}
     span = time.monotonic() - began  # the broadcasts and their delivery (the collect's wait included)
     server, clients, machine = (100 * (a - b) / span for a, b in zip(after, before, strict=True))
     result["cpu_pct"] = {"server": server, "load": clients, "other": max(0.0, machine - server - clients)}
+    result["cpu_pct_by_process"] = {name: 100 * used / span for name, used in each.items()}
     result["passed"] = (result["sent"] > 0 and result["missing"] == 0
                         and result["latency_ms"]["p99"] <= P99_LIMIT_MS
                         and result["send_elapsed_s"] <= seconds * KEPT_RATE)

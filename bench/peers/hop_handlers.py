@@ -68,7 +68,7 @@ def _publish(backend: str, rate: float, seconds: float) -> dict[str, Any]:
                 pipe.publish(CHANNEL, json.dumps(payload))
             pipe.execute()
 
-    total, start, sent = int(rate * seconds), time.monotonic(), 0
+    total, start, sent = round(rate * seconds), time.monotonic(), 0
     while sent < total:
         due = min(total, int((time.monotonic() - start) * rate) + 1)
         send([{"t": time.time(), "pid": os.getpid(), "n": n} for n in range(sent, due)])

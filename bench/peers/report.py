@@ -73,7 +73,7 @@ def idle_table(servers: dict[str, Any]) -> list[str]:
         idle = s["idle"]
         before, after, n = sum(idle["rss_kb_before"].values()), sum(idle["rss_kb"].values()), idle["clients"]
         spread = ", ".join(str(v) for v in idle["by_worker"].values())
-        deflate = ", ".join(f"{k}: {v}" for k, v in s["spread"]["extensions"].items())
+        deflate = ", ".join(f"{k}: {v}" for k, v in idle["extensions"].items())
         lines.append(f"| {s['name']} | {n:,} | {spread} | {_f(before / 1024, 1)} | {_f(after / 1024, 1)} "
                      f"| **{_f(after / n, 1)}** | {_f((after - before) / n, 1)} "
                      f"| {_f(idle['handshakes_per_s'])} | {deflate} |")
@@ -165,9 +165,11 @@ def markdown(results: dict[str, Any]) -> str:
     servers, clients = results["servers"], results["args"]["clients"]
     lines = ["# Broadcast benchmark against the peers", "", "## Goals (ratios within this run)", ""]
     lines += goals(results)
-    lines += ["", f"## Deliveries/s of 100-byte broadcasts to {clients:,} WebSocket clients", ""]
+    lines += ["", f"## Deliveries/s of 100-byte broadcasts to {clients:,} WebSocket clients "
+              "(all sent by one worker)", ""]
     lines += broadcast_table(servers, clients)
-    lines += ["", f"## One-way latency at {results['args']['fixed_rate']:,.0f} deliveries/s", ""]
+    lines += ["", f"## One-way latency at {results['args']['fixed_rate']:,.0f} deliveries/s "
+              "(all sent by one worker)", ""]
     lines += latency_table(servers)
     lines += ["", "## Idle WebSocket connections: RSS and connects/s", ""]
     lines += idle_table(servers)

@@ -56,15 +56,20 @@ def start_gunicorn(server: Server, log_dir: Path, redis_url: str | None = None,
     server.worker_pids = sorted(srv.worker_pids())
 
     def pids() -> dict[str, int]:
-        named = {"arbiter": srv.pid}
-        for pid in children_of(srv.pid):
-            named[f"{'worker' if pid in server.worker_pids else 'side process'} {pid}"] = pid
-        if redis_pid is not None:
-            named["redis-server"] = redis_pid
-        return named
+        return {**gunicorn_processes(srv), **({"redis-server": redis_pid} if redis_pid is not None else {})}
 
     server._pids = pids
     return server
+
+
+def gunicorn_processes(srv: Gunicorn) -> dict[str, int]:
+    """The arbiter and its children, named by role."""
+    side = {pid: "broadcaster" for pid in srv.broadcaster_pids()}
+    side.update({pid: "store" for pid in srv.store_pids()})
+    named = {"arbiter": srv.pid}
+    for pid in children_of(srv.pid):
+        named[f"{side.get(pid, 'worker')} {pid}"] = pid
+    return named
 
 
 def start_node(server: Server, log_dir: Path) -> Server:
