@@ -29,7 +29,7 @@ def _f(value: float | None, digits: int = 0) -> str:
 
 
 def _ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}x" if a and b else "n/a"
+    return f"{a / b:.2f}x" if a and b else "n/a (a server passed no step)"
 
 
 def best_rate(server: dict[str, Any]) -> float | None:
@@ -46,8 +46,9 @@ def broadcast_table(servers: dict[str, Any], clients: int) -> list[str]:
         fail = search["first_fail_rate"]
         lat = best["latency_ms"] if best else {"p50": None, "p99": None}
         cpu = " / ".join(_f(best["cpu_pct"][k]) for k in ("server", "load", "other")) if best else "n/a"
+        rate = f"**{_f(best_rate(s))}**" if best else f"below {_f(fail and fail * clients)}"
         lines.append(
-            f"| {s['name']} | {s['bus']} | **{_f(best_rate(s))}** | {_f(lat['p50'], 1)} "
+            f"| {s['name']} | {s['bus']} | {rate} | {_f(lat['p50'], 1)} "
             f"| {_f(lat['p99'], 1)} "
             f"| {_f(fail and fail * clients)} | {len(search['steps'])} | {cpu} |")
     return lines
