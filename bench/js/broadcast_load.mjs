@@ -23,6 +23,9 @@ import { io } from "socket.io-client";
 const url = process.argv[2];
 const BUCKETS_PER_MS = 10;
 const HIST_SIZE = 120000 * BUCKETS_PER_MS; // 120 s; later ones land in the last bucket
+// A client that has not got "hi" by then counts as failed and is closed: a handshake can stall
+// after the transport opened (seen with the Node cluster), where the client's own timeout does not apply.
+const HANDSHAKE_TIMEOUT_MS = 30000;
 const now = () => performance.timeOrigin + performance.now();
 const say = (message) => process.stdout.write(JSON.stringify(message) + "\n");
 const bump = (table, key, by = 1) => { table[key] = (table[key] ?? 0) + by; };
@@ -40,15 +43,20 @@ function open() {
   const client = { socket, pid: null };
   clients.add(client);
   client.ready = new Promise((resolve) => {
+    const fail = (reason) => {
+      clearTimeout(timer);
+      clients.delete(client);
+      client.error = reason;
+      socket.disconnect();
+      resolve(false);
+    };
+    const timer = setTimeout(() => fail(`no "hi" within ${HANDSHAKE_TIMEOUT_MS / 1000} s`), HANDSHAKE_TIMEOUT_MS);
     socket.on("hi", ({ pid }) => {
+      clearTimeout(timer);
       client.pid = pid;
       resolve(true);
     });
-    socket.on("connect_error", (err) => {
-      clients.delete(client);
-      client.error = String(err?.message);
-      resolve(false);
-    });
+    socket.on("connect_error", (err) => fail(String(err?.message)));
   });
   socket.on("disconnect", (reason) => {
     clients.delete(client);

@@ -23,7 +23,7 @@ from typing import Any
 from bench import cpu
 from bench import report as machine_report
 from bench.peers import broadcast, bus_hop, memory, report
-from bench.peers.load import Load
+from bench.peers.load import Load, LoadError
 from bench.peers.servers import Server, start_gunicorn, start_node, stop_quietly
 from tests.test_store_redis import RedisServer
 
@@ -115,7 +115,18 @@ def run_server(key: str, args: argparse.Namespace, log_dir: Path,
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def run_server_or_error(key: str, args: argparse.Namespace, log_dir: Path,
+                        redis: RedisServer | None) -> dict[str, Any]:
+    """run_server, or what went wrong (the other servers still run)."""
+    try:
+        return run_server(key, args, log_dir, redis)
+    except (LoadError, AssertionError, RuntimeError) as exc:
+        print(f"  {key} failed: {exc}", flush=True)
+        name, kind, processes, bus = SERVERS[key]
+        return {"name": name, "kind": kind, "processes": processes, "bus": bus, "error": str(exc)}
+
+
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -126,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     redis = RedisServer().start() if "redis-2" in args.servers or not args.no_hop else None
     try:
         waited = cpu.wait_for_quiet(args.quiet_wait)
-        servers = {key: run_server(key, args, log_dir, redis) for key in args.servers}
+        servers = {key: run_server_or_error(key, args, log_dir, redis) for key in args.servers}
+        failed = [key for key, server in servers.items() if "error" in server]
         hop = None if args.no_hop else bus_hop.measure(args.hop_rate, args.hop_seconds, redis, log_dir)
     finally:
         if redis is not None:
@@ -142,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "peers.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "peers.md").write_text(text)
     print(text)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

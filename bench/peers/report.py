@@ -68,8 +68,8 @@ def latency_table(servers: dict[str, Any]) -> list[str]:
 
 def idle_table(servers: dict[str, Any]) -> list[str]:
     lines = ["| server | idle clients | by worker | RSS before MB | RSS with clients MB | KB per client "
-             "| delta KB per client | connects/s | permessage-deflate |",
-             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| delta KB per client | connects/s | failed connects | permessage-deflate |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for s in servers.values():
         idle = s["idle"]
         before, after, n = sum(idle["rss_kb_before"].values()), sum(idle["rss_kb"].values()), idle["clients"]
@@ -77,7 +77,7 @@ def idle_table(servers: dict[str, Any]) -> list[str]:
         deflate = ", ".join(f"{k}: {v}" for k, v in idle["extensions"].items())
         lines.append(f"| {s['name']} | {n:,} | {spread} | {_f(before / 1024, 1)} | {_f(after / 1024, 1)} "
                      f"| **{_f(after / n, 1)}** | {_f((after - before) / n, 1)} "
-                     f"| {_f(idle['handshakes_per_s'])} | {deflate} |")
+                     f"| {_f(idle['handshakes_per_s'])} | {idle['failed']} | {deflate} |")
     return lines
 
 
@@ -95,8 +95,13 @@ def hop_table(hop: dict[str, Any]) -> list[str]:
     return lines
 
 
+def measured(servers: dict[str, Any]) -> dict[str, Any]:
+    """The servers whose run completed."""
+    return {key: s for key, s in servers.items() if "error" not in s}
+
+
 def goals(results: dict[str, Any]) -> list[str]:
-    servers, hop = results["servers"], results["bus_hop"]
+    servers, hop = measured(results["servers"]), results["bus_hop"]
     rate = {k: best_rate(s) for k, s in servers.items()}
     lines = []
     if "barrel-2" in servers:
@@ -163,9 +168,12 @@ def conditions(results: dict[str, Any]) -> list[str]:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    servers, clients = results["servers"], results["args"]["clients"]
+    servers, clients = measured(results["servers"]), results["args"]["clients"]
+    failed = {key: s for key, s in results["servers"].items() if key not in servers}
     lines = ["# Broadcast benchmark against the peers", "", "## Goals (ratios within this run)", ""]
     lines += goals(results)
+    for s in failed.values():
+        lines.append(f"- **{s['name']} did not complete**: {s['error'].splitlines()[0][:300]}")
     lines += ["", f"## Deliveries/s of 100-byte broadcasts to {clients:,} WebSocket clients "
               "(all sent by one worker)", ""]
     lines += broadcast_table(servers, clients)
