@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -61,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hop-seconds", type=float, help="bus hop run per transport, s (default 5)")
     parser.add_argument("--no-hop", action="store_true", help="skip the bus hop figure")
     parser.add_argument("--quiet-wait", type=float, default=10.0,
-                        help="longest wait for a quiet machine before the run, s (default 10)")
+                        help="longest wait for a quiet machine before each server, s (default 10)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else DEFAULTS).items():
@@ -74,30 +75,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run_server(key: str, args: argparse.Namespace, log_dir: Path,
-               redis: RedisServer | None) -> dict[str, Any]:
+def start(key: str, log_dir: Path, redis: RedisServer | None) -> Server:
     name, kind, processes, bus = SERVERS[key]
     server = Server(name=name, kind=kind, processes=processes, bus=bus)
     print(f"== {name}", flush=True)
-    load: Load | None = None
     try:
         if kind == "node":
-            start_node(server, log_dir)
-        else:
-            start_gunicorn(server, log_dir, redis.url if redis else None,
-                           redis.proc.pid if redis and redis.proc and kind == "redis" else None)
+            return start_node(server, log_dir)
+        redis_pid = redis.proc.pid if redis and redis.proc and kind == "redis" else None
+        return start_gunicorn(server, log_dir, redis.url if redis else None, redis_pid)
+    except BaseException:
+        stop_quietly(server)
+        raise
+
+
+def measure_idle(server: Server, load: Load, clients: int) -> dict[str, Any]:
+    """Connects/s and RSS with ``clients`` idle clients (and before them)."""
+    rss_before = memory.rss(server.pids())
+    idle = load.connect(clients, None)
+    rss_idle = memory.settled_rss(server.pids)
+    print(f"  {idle['clients']} idle clients in {idle['seconds']:.1f} s ({idle['handshakes_per_s']:,.0f}"
+          f" handshakes/s), by worker {idle['by_worker']}, RSS {sum(rss_idle.values()) / 1024:,.0f} MB",
+          flush=True)
+    return {**idle, "rss_kb_before": rss_before, "rss_kb": rss_idle}
+
+
+def run_server(key: str, args: argparse.Namespace, log_dir: Path,
+               redis: RedisServer | None) -> dict[str, Any]:
+    server = start(key, log_dir, redis)
+    load: Load | None = None
+    try:
         (log_dir / key).mkdir(exist_ok=True)
         load = Load(server.url, args.load_procs, log_dir / key)
-        rss_before = memory.rss(server.pids())
-        idle = load.connect(args.idle_clients, None)
-        rss_idle = memory.settled_rss(server.pids)
-        print(f"  {idle['clients']} idle clients in {idle['seconds']:.1f} s ({idle['handshakes_per_s']:,.0f}"
-              f" handshakes/s), by worker {idle['by_worker']}, RSS {sum(rss_idle.values()) / 1024:,.0f} MB",
-              flush=True)
+        idle = measure_idle(server, load, args.idle_clients)
         spread = load.spread(args.clients, server.worker_pids)
         print(f"  {args.clients} clients by worker {spread['by_worker']}; "
               f"deflate {spread['extensions']}", flush=True)
-        origin = server.worker_pids[0]
+        origin = server.worker_pids[0]  # every broadcast comes from this worker
 
         def step(rate: float, seconds: float = args.step_seconds) -> dict[str, Any]:
             return broadcast.measured_step(load, origin, rate, seconds, server.pids)  # type: ignore[arg-type]
@@ -108,11 +122,8 @@ def run_server(key: str, args: argparse.Namespace, log_dir: Path,
         if load is not None:
             load.stop()
         stop_quietly(server)
-    return {
-        "name": name, "kind": kind, "processes": processes, "bus": bus, "origin_worker": origin,
-        "idle": {**idle, "rss_kb_before": rss_before, "rss_kb": rss_idle}, "spread": spread,
-        "fixed": fixed, "search": found,
-    }
+    return {"name": server.name, "kind": server.kind, "processes": server.processes, "bus": server.bus,
+            "origin_worker": origin, "idle": idle, "spread": spread, "fixed": fixed, "search": found}
 
 
 def run_server_or_error(key: str, args: argparse.Namespace, log_dir: Path,
@@ -130,21 +141,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the servers and node
     log_dir = Path(tempfile.mkdtemp(prefix="barrel-bench-peers-"))
     print(f"logs in {log_dir}", file=sys.stderr)
     redis = RedisServer().start() if "redis-2" in args.servers or not args.no_hop else None
+    loadavg = {"start": os.getloadavg()}
     try:
-        waited = cpu.wait_for_quiet(args.quiet_wait)
-        servers = {key: run_server_or_error(key, args, log_dir, redis) for key in args.servers}
+        waited, servers = 0.0, {}
+        for key in args.servers:  # each server starts on a machine as quiet as it gets within --quiet-wait
+            waited += cpu.wait_for_quiet(args.quiet_wait)
+            servers[key] = run_server_or_error(key, args, log_dir, redis)
         failed = [key for key, server in servers.items() if "error" in server]
+        waited += 0.0 if args.no_hop else cpu.wait_for_quiet(args.quiet_wait)
         hop = None if args.no_hop else bus_hop.measure(args.hop_rate, args.hop_seconds, redis, log_dir)
     finally:
         if redis is not None:
             redis.stop()
+    loadavg["end"] = os.getloadavg()
     results = {
-        "date": date, "elapsed_s": time.monotonic() - started, "waited_for_quiet_s": waited,
+        "date": date, "loadavg": loadavg, "elapsed_s": time.monotonic() - started,
+        "waited_for_quiet_s": waited,
         "machine": {**machine_report.machine(), **report.node_versions()},
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "nofile_limit": hard, "log_dir": str(log_dir), "servers": servers, "bus_hop": hop,

@@ -38,13 +38,14 @@ def measured_step(load: Load, origin: int, rate: float, seconds: float,
     wait_for_idle(ours[0])
     began = time.monotonic()
     each = process_cpu(named)
-    before = cpu.process_seconds(ours[0]), cpu.process_seconds(ours[1]), cpu.machine_seconds()[0]
+    before = cpu.process_seconds(ours[0]), cpu.process_seconds(ours[1]), *cpu.machine_seconds()
     result = load.step(origin, rate, seconds, next(_tags), drain=max(3.0, seconds))
-    after = cpu.process_seconds(ours[0]), cpu.process_seconds(ours[1]), cpu.machine_seconds()[0]
+    after = cpu.process_seconds(ours[0]), cpu.process_seconds(ours[1]), *cpu.machine_seconds()
     each = {name: used - each[name] for name, used in process_cpu(named).items()}
     span = time.monotonic() - began  # the broadcasts and their delivery (the collect's wait included)
-    server, clients, machine = (100 * (a - b) / span for a, b in zip(after, before, strict=True))
-    result["cpu_pct"] = {"server": server, "load": clients, "other": max(0.0, machine - server - clients)}
+    server, clients, machine, steal = (100 * (a - b) / span for a, b in zip(after, before, strict=True))
+    result["cpu_pct"] = {"server": server, "load": clients, "other": max(0.0, machine - server - clients),
+                         "steal": steal}
     result["cpu_pct_by_process"] = {name: 100 * used / span for name, used in each.items()}
     result["passed"] = (result["sent"] > 0 and result["missing"] == 0
                         and result["latency_ms"]["p99"] <= P99_LIMIT_MS

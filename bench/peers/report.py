@@ -126,7 +126,9 @@ def conditions(results: dict[str, Any]) -> list[str]:
     quick = " (--quick)" if a["quick"] else ""
     return [
         f"- Date: {results['date']}; whole run {results['elapsed_s']:.0f} s{quick}; "
-        f"waited {results['waited_for_quiet_s']:.0f} s for a quiet machine first.",
+        f"waited {results['waited_for_quiet_s']:.0f} s in all for a quiet machine (up to "
+        f"{a['quiet_wait']:.0f} s before each server); load average "
+        f"{results['loadavg']['start'][0]:.1f} at the start, {results['loadavg']['end'][0]:.1f} at the end.",
         f"- Machine: {m['nproc']} CPUs ({m['cpu_model']}), Linux {m['kernel']}; Python {m['python']}, "
         f"gunicorn {m['gunicorn']}, gevent {m['gevent']}, python-engineio {m['python-engineio']}, "
         f"python-socketio {m['python-socketio']}; node {m['node']}, socket.io {m['socket.io']}, "
@@ -137,7 +139,8 @@ def conditions(results: dict[str, Any]) -> list[str]:
         f"{a['load_procs']} node processes of socket.io-client v4 (default options, so each client "
         "offers permessage-deflate as browsers do; WebSocket transport only). CPU %: 100 = one core "
         "from the start of a step to the last delivery; server = all its processes (/proc), load = the "
-        "node clients, other = the rest of the machine (other agents' work when the machine is shared).",
+        "node clients, other = the rest of the machine (other agents' work when the machine is shared); "
+        "steal (time the hypervisor gave elsewhere) is in the JSON.",
         "- Broadcasts: 100 bytes of JSON data ({t, tag, pad}), all sent by **one** worker (the first), "
         "so with 2 workers the other worker's clients receive through the bus (barrel), Redis or the "
         f"cluster adapter; {a['clients']:,} clients spread exactly evenly over the workers (checked "
