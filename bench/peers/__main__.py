@@ -28,6 +28,7 @@ from bench.peers.load import Load, LoadError
 from bench.peers.servers import Server, start_gunicorn, start_node, stop_quietly
 from tests.test_store_redis import RedisServer
 
+FD_MARGIN = 1000
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 SERVERS = {
     "barrel-1": ("gunicorn_barrel -w 1", "barrel", 1, "none (1 worker)"),
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < args.idle_clients + FD_MARGIN:  # a 1-worker server holds every client's socket
+        sys.exit(f"the open files hard limit ({hard}) is below --idle-clients + {FD_MARGIN}: raise it "
+                 "(ulimit -Hn, as root) or pass fewer --idle-clients")
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the servers and node
     log_dir = Path(tempfile.mkdtemp(prefix="barrel-bench-peers-"))
     print(f"logs in {log_dir}", file=sys.stderr)
