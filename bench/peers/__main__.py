@@ -40,9 +40,9 @@ SERVERS = {
                "@socket.io/cluster-adapter (IPC via the primary)"),
 }
 DEFAULTS = {"idle_clients": 5000, "clients": 1000, "fixed_seconds": 5.0, "step_seconds": 3.0, "max_steps": 8,
-            "hop_seconds": 5.0}
+            "hop_seconds": 5.0, "quiet_wait": 10.0}
 QUICK = {"idle_clients": 1000, "clients": 1000, "fixed_seconds": 2.0, "step_seconds": 2.0, "max_steps": 3,
-         "hop_seconds": 2.0}
+         "hop_seconds": 2.0, "quiet_wait": 2.0}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,8 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hop-rate", type=float, default=10000, help="bus hop frames/s")
     parser.add_argument("--hop-seconds", type=float, help="bus hop run per transport, s (default 5)")
     parser.add_argument("--no-hop", action="store_true", help="skip the bus hop figure")
-    parser.add_argument("--quiet-wait", type=float, default=10.0,
-                        help="longest wait for a quiet machine before each server, s (default 10)")
+    parser.add_argument("--quiet-wait", type=float,
+                        help="longest wait for a quiet machine before each server, s (default 10; quick 2)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else DEFAULTS).items():

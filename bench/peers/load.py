@@ -98,7 +98,7 @@ class Load:
         """Worker ``origin`` broadcasts ``rate`` a second for ``seconds``; what the clients got."""
         armed = self._all({"cmd": "arm", "tag": tag}, "armed", 30)
         clients = sum(a["clients"] for a in armed)
-        control = next(p for p in self.procs)  # holds clients on every worker (see spread)
+        control = self.procs[0]  # holds clients on every worker (see spread)
         control.send({"cmd": "blast", "pid": origin, "rate": rate, "seconds": seconds, "tag": tag})
         blasted = self._expect(control, "blasted", seconds + 150)
         collected = self._all({"cmd": "collect", "expected": blasted["sent"], "timeout": drain},
