@@ -32,7 +32,9 @@ fuzz:
 test: install lint fuzz
 	$(PYTHON) -m pytest
 
-# Benchmarks (not run by CI): polling routing, then the store; tables in bench/results/.
+# Benchmarks (not run by CI): polling routing, the store, then broadcasts against the
+# peers (python-socketio, Node socket.io); tables in bench/results/.
 bench: install
 	$(PYTHON) -m bench
 	$(PYTHON) -m bench.store
+	$(PYTHON) -m bench.peers
