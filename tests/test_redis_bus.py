@@ -32,6 +32,10 @@ from tests.test_cross_worker import (  # noqa: F401 - collected by pytest with t
     test_remote_disconnect,
     test_room_emit_reaches_members_only_including_remote_enter,
 )
+from tests.test_events import (  # noqa: F401 - the same, on conftest's per_worker fixture
+    test_events_reach_every_worker_once_in_each_senders_order,
+    test_store_changes_forwarded_to_a_room_reach_each_member_once,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,9 +47,10 @@ def redis_bus_env(rds: RedisServer, namespace: str) -> dict[str, str]:
     return {"BARREL_BUS": rds.url, "BARREL_BUS_NAMESPACE": namespace}
 
 
-@pytest.fixture(scope="module")
-def server(redis_server: RedisServer) -> Iterator[Gunicorn]:
-    with gunicorn(workers=WORKERS, env=redis_bus_env(redis_server, "w4")) as srv:
+@pytest.fixture(scope="module", params=[(), ("--preload",)], ids=["fork-load", "preload"])
+def server(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[Gunicorn]:
+    env = redis_bus_env(redis_server, "w4")
+    with gunicorn(workers=WORKERS, extra_args=request.param, env=env) as srv:
         yield srv
 
 
@@ -297,3 +302,34 @@ def test_redis_sigstopped_while_streaming() -> None:
     delta, sender, _other = _streamed_through(_stop_and_continue)
     assert delta[sender]["bus_publish_failures"] > 0, delta  # timed out, kept, resent
     assert delta[sender]["frames_resent"] > 0, delta
+
+
+def test_workers_start_without_redis_serve_locally_and_join_when_it_comes() -> None:
+    rds = RedisServer()  # not started yet: its port refuses connections
+    srv = Gunicorn(workers=2, env=redis_bus_env(rds, "late"))
+    group: list[Client] = []
+    try:
+        srv.start(timeout=60)
+        wait_for(lambda: srv.log().count(f"cannot subscribe at Redis {rds.url}") >= 2, 10,
+                 "each worker's log line about the unreachable Redis")
+        group = spread_clients(srv.url, 2, per_worker=1)
+        sender = group[0]
+        token = uuid.uuid4().hex
+        assert sender.call("broadcast", {"token": token}) == "ok"  # queued for Redis, served locally
+        wait_for(lambda: {"token": token} in sender.got("news"), 10, "the local delivery")
+        rds.start()
+        wait_for(lambda: srv.log().count(f"Redis at {rds.url} is reachable; subscribed") >= 2, 20,
+                 "both workers subscribed")
+        fence = uuid.uuid4().hex
+        sender.call("broadcast", {"token": fence})
+        for c in group:
+            wait_for(lambda c=c: {"token": fence} in c.got("news"), 10, f"broadcast at {c.pid}")
+            # The broadcast queued while Redis was away went out when it came back:
+            # a worker not subscribed yet then never had it (as a worker started
+            # later), one subscribed got it; never twice.
+            assert c.got("news").count({"token": token}) <= 1
+    finally:
+        for c in group:
+            c.close()
+        srv.stop()
+        rds.stop()

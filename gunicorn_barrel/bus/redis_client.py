@@ -207,7 +207,7 @@ class RedisBusClient:
         was_live = failing = False
         while not self._closed:
             try:
-                self._listen_once(was_live)
+                self._listen_once(was_live, failing)
             except (RedisError, OSError) as exc:
                 if self.live.is_set():
                     log.warning("bus: lost the subscription to Redis at %s (%s); reconnecting. "
@@ -225,7 +225,7 @@ class RedisBusClient:
             gevent.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
-    def _listen_once(self, was_live: bool) -> None:
+    def _listen_once(self, was_live: bool, failing: bool) -> None:
         pubsub = self._sub.pubsub()
         try:
             pubsub.psubscribe(self.prefix + b"*")
@@ -251,6 +251,8 @@ class RedisBusClient:
                     if was_live:
                         self.counters["bus_reconnects"] += 1
                         log.warning("bus: subscription to Redis at %s is back", self.url)
+                    elif failing:
+                        log.warning("bus: Redis at %s is reachable; subscribed", self.url)
                     self.live.set()
         finally:
             pubsub.close()
