@@ -138,7 +138,7 @@ def post_worker_init(worker: Any) -> None:
         from gunicorn_barrel.bus import redis_client
 
         redis_client.connect(_active.bus, _active.max_frame_size, _active.bus_namespace,
-                             _active.max_unacked)
+                             _active.max_unacked, _active.gap_timeout)
     manager = sys.modules.get("gunicorn_barrel.manager")
     if manager is not None:  # the app created BarrelManagers: subscribe them now
         manager.attach_all()

@@ -200,7 +200,9 @@ def _streamed_through(outage: Callable[[RedisServer], None]) -> tuple[Deltas, in
     rds = RedisServer()
     try:
         rds.start()
-        with gunicorn(workers=2, env=redis_bus_env(rds, "outage")) as srv:
+        # A generous gap_timeout: on this shared machine recovery may take a while.
+        env = {**redis_bus_env(rds, "outage"), "BARREL_GAP_TIMEOUT": "20"}
+        with gunicorn(workers=2, env=env) as srv:
             group = spread_clients(srv.url, 2, per_worker=2)
             try:
                 return _check_stream_through(group, lambda: outage(rds))
@@ -249,7 +251,8 @@ def _check_stream_through(group: list[Client], outage: Callable[[], None]) -> tu
     for c in remote:
         got = _received(c, "A")
         assert got == sorted(set(got)), "stream A out of order or duplicated"
-    # Counted honestly: every frame the remote worker never delivered is in frames_lost.
+    # Whatever could not be recovered is counted: every frame the remote worker
+    # never delivered is in its frames_lost.
     lost = len(missing[0]) + lost_probes[0]
     assert delta[remote_pid].get("frames_lost", 0) == lost, (missing[0], lost_probes[0], delta)
     assert (delta[remote_pid].get("gaps", 0) > 0) == (lost > 0), delta
@@ -264,7 +267,8 @@ def _kill_and_restart(rds: RedisServer) -> None:
 
 
 def test_redis_sigkilled_and_restarted_while_streaming() -> None:
-    delta, sender, _other = _streamed_through(_kill_and_restart)
+    delta, sender, other = _streamed_through(_kill_and_restart)
+    assert delta[other]["lost_at_clients"] == 0, delta  # nothing lost: recovered
     # The sender saw the outage and published again what Redis never answered.
     assert delta[sender]["bus_publish_failures"] > 0, delta
     assert delta[sender]["frames_resent"] > 0, delta
@@ -282,10 +286,13 @@ def _cut_subscribers(rds: RedisServer) -> None:
         time.sleep(0.01)
 
 
-def test_subscribers_cut_off_count_what_they_missed() -> None:
+def test_subscribers_cut_off_get_what_they_missed_replayed() -> None:
     delta, sender, other = _streamed_through(_cut_subscribers)
-    assert delta[other]["lost_at_clients"] > 0, delta  # the cuts did lose frames there...
-    assert delta[other]["bus_reconnects"] >= 1, delta  # ...and all of them were counted above
+    # Frames were published while the other worker was away; it asked for them,
+    # the sender published them again, and its clients got every one, once, in order.
+    assert delta[other]["bus_reconnects"] >= 1 and delta[other]["nacks_sent"] > 0, delta
+    assert delta[sender]["frames_replayed"] > 0, delta
+    assert delta[other]["lost_at_clients"] == 0, delta
     assert delta[sender].get("bus_publish_failures", 0) == 0, delta  # publishing never failed
 
 
@@ -299,7 +306,8 @@ def _stop_and_continue(rds: RedisServer) -> None:
 
 
 def test_redis_sigstopped_while_streaming() -> None:
-    delta, sender, _other = _streamed_through(_stop_and_continue)
+    delta, sender, other = _streamed_through(_stop_and_continue)
+    assert delta[other]["lost_at_clients"] == 0, delta
     assert delta[sender]["bus_publish_failures"] > 0, delta  # timed out, kept, resent
     assert delta[sender]["frames_resent"] > 0, delta
 

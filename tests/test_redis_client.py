@@ -21,7 +21,7 @@ from tests.harness import free_port
 def bus() -> Iterator[RedisBusClient]:
     client = RedisBusClient(f"redis://:secret@127.0.0.1:{free_port()}/0", 4096, "ns", max_unacked=100)
     yield client
-    client._queue.clear()  # nothing to flush: close at once
+    client.sender.queue.clear()  # nothing to flush: close at once
     client.close()
 
 
@@ -29,8 +29,8 @@ def test_frames_are_queued_on_the_namespaced_channel_with_the_zmq_wire_format(bu
     bus.publish("sio:socketio", {"blob": b"\x00\xff", "n": 1})
     bus.publish("sio:socketio", {"n": 2})
     bus.publish("ev:x", {"n": 3})
-    queued = [(channel, wire.decode([channel[len(b"barrel:bus:ns:"):], body], 4096))
-              for _id, channel, body in bus._queue]
+    queued = [(q.redis_channel, wire.decode([q.redis_channel[len(b"barrel:bus:ns:"):], q.body], 4096))
+              for q in bus.sender.queue]
     assert [c for c, _f in queued] == [b"barrel:bus:ns:sio:socketio"] * 2 + [b"barrel:bus:ns:ev:x"]
     assert [(f.seq, f.payload) for _c, f in queued] == [
         (1, {"blob": b"\x00\xff", "n": 1}), (2, {"n": 2}), (1, {"n": 3})]
@@ -41,23 +41,23 @@ def test_frames_are_queued_on_the_namespaced_channel_with_the_zmq_wire_format(bu
 def test_the_queue_is_bounded_and_what_it_drops_is_counted(bus: RedisBusClient) -> None:
     for n in range(150):
         bus.publish("c", {"n": n})
-    assert len(bus._queue) == 100
+    assert len(bus.sender.queue) == 100
     assert bus.counters["frames_unrecoverable"] == 50
-    first = wire.decode([b"c", bus._queue[0][2]], 4096)
+    first = wire.decode([b"c", bus.sender.queue[0].body], 4096)
     assert first.payload == {"n": 50}  # the oldest went first
 
 
 def test_batches_are_bounded_in_frames_and_bytes(bus: RedisBusClient) -> None:
-    bus.max_unacked = 10_000
+    bus.sender.max_queued = 10_000
     for n in range(600):
         bus.publish("c", {"n": n})
-    assert len(bus._take_batch()) == 512
-    bus._queue.clear()
+    assert len(bus.sender.take_batch()) == 512
+    bus.sender.queue.clear()
     for _ in range(600):
         bus.publish("c", {"pad": "x" * 3000})
-    batch = bus._take_batch()
-    assert sum(len(body) for _i, _c, body in batch) <= 1024 * 1024 < sum(
-        len(body) for _i, _c, body in list(bus._queue)[:len(batch) + 1])
+    batch = bus.sender.take_batch()
+    assert sum(len(q.body) for q in batch) <= 1024 * 1024 < sum(
+        len(q.body) for q in list(bus.sender.queue)[:len(batch) + 1])
 
 
 def test_bad_input_is_refused_at_the_call(bus: RedisBusClient) -> None:
@@ -69,7 +69,9 @@ def test_bad_input_is_refused_at_the_call(bus: RedisBusClient) -> None:
         bus.publish("\x00hb", {})
     with pytest.raises(ValueError, match="reserved"):
         bus.subscribe("\x00hb", lambda frame: None)
-    assert not bus._queue
+    with pytest.raises(ValueError, match="reserved"):
+        bus.publish("c", {"\x00tick": 1})
+    assert not bus.sender.queue
 
 
 def test_close_with_redis_away_is_bounded_and_then_publish_raises(bus: RedisBusClient) -> None:
@@ -95,3 +97,19 @@ def test_connect_installs_the_bus_even_when_redis_is_away() -> None:
 
 def test_logs_and_messages_never_show_the_password(bus: RedisBusClient) -> None:
     assert bus.url.startswith("redis://:***@127.0.0.1:")
+
+
+def test_a_nack_for_this_sender_replays_what_the_window_kept(bus: RedisBusClient) -> None:
+    for seq in (1, 2, 3):
+        bus.sender.window.add("c", seq, (b"barrel:bus:ns:c", f"body{seq}".encode()), 5)
+    bus._on_nack({"origin": b"x" * 16, "channel": "c", "first": 1, "last": 3})  # another sender's
+    assert not bus.sender.queue
+    bus._on_nack({"origin": bus.origin, "channel": "c", "first": 2, "last": 4})
+    replayed = [(q.seq, q.body, q.fresh) for q in bus.sender.queue]
+    assert replayed == [(2, b"body2", False), (3, b"body3", False)]
+    assert bus.counters["frames_replayed"] == 2 and bus.counters["replay_misses"] == 1
+    for bad in ({"origin": bus.origin, "channel": 5, "first": 1, "last": 1},
+                {"origin": bus.origin, "channel": "c", "first": 3, "last": 2},
+                {"origin": bus.origin, "channel": "c", "first": 0, "last": 10**9}):
+        bus._on_nack(bad)
+    assert bus.counters["frames_refused"] == 3

@@ -5,27 +5,22 @@ per-channel seq, msgpack), but no broadcaster: each bus channel is the Redis
 channel ``barrel:bus:<namespace>:<channel>`` and every worker of every
 instance PSUBSCRIBEs to ``barrel:bus:<namespace>:*``.
 
-Sender: publish() only queues (it never blocks the caller); one greenlet
-pipelines the queued frames to Redis in batches, on one connection, so a
-sender's frames reach Redis in order. A frame stays queued until its PUBLISH
-was answered; after an error it is sent again on a new connection (at most
-``max_unacked`` frames are kept; past that the oldest is dropped and counted
-in ``frames_unrecoverable``). A resent frame that Redis had already published
-is a duplicate that receivers drop.
+Sending (``redis_sender``): publish() only queues; one greenlet pipelines the
+queue to Redis and keeps a frame until Redis answered, then in a replay window.
 
-Receiver: Redis pub/sub does not keep messages. A frame published while this
-worker's subscription is down (Redis restarted, unreachable, or this
-subscriber cut off for falling behind its output buffer limit) is lost for
-this worker. It is counted, not hidden: each resubscription counts in
-``bus_reconnects``, and the ``Inbox`` counts the missing seqs of a sender in
-``gaps``/``frames_lost`` when that sender's next frame arrives. As frames of
-one sender cannot overtake each other here, a gap is final at once: no
-hold-back wait.
+Receiving: Redis pub/sub keeps nothing for a subscriber that is away (Redis
+restarted, unreachable, or this subscriber cut off for falling behind), so a
+worker can miss frames. It notices when a sender's next frame arrives with a
+later seq, holds the later frames back and asks that sender (a NACK on the
+bus channel ``\x00nack``) to publish the missing ones again from its replay
+window (``replay``). While a channel is active, its sender follows its last
+frame with a few "tick" frames (never delivered to handlers), so a loss at
+the end of its traffic is noticed too. What cannot be recovered within
+``gap_timeout`` is counted (``gaps``, ``frames_lost``) and skipped; each
+resubscription counts in ``bus_reconnects``.
 """
 from __future__ import annotations
 
-import collections
-import itertools
 import logging
 import os
 import time
@@ -34,6 +29,7 @@ from collections import Counter
 from typing import Any
 
 import gevent
+import gevent.lock
 import redis
 from gevent.event import Event
 from redis.backoff import NoBackoff
@@ -44,16 +40,24 @@ from redis.retry import Retry
 from gunicorn_barrel.bus import client as bus_client
 from gunicorn_barrel.bus import wire
 from gunicorn_barrel.bus.client import BusClosed, Handler
-from gunicorn_barrel.bus.sequencing import Inbox
+from gunicorn_barrel.bus.redis_sender import RedisSender
+from gunicorn_barrel.bus.replay import GapInbox, NackSchedule, ReplayWindow
+from gunicorn_barrel.bus.sequencing import Stream
 from gunicorn_barrel.store.redis_backend import safe_url
 
 log = logging.getLogger("gunicorn_barrel.bus")
 
 CHANNEL_PREFIX = "barrel:bus:"
+NACK_CHANNEL = "\x00nack"
+TICK_KEY = "\x00tick"  # the payload key of a tick frame; refused in user payloads
 _IO_TIMEOUT = 3.0  # a Redis command unanswered this long means the link is dead
 _IDLE_PING = 1.0  # the subscriber PINGs after this many silent seconds
-_BATCH_FRAMES = 512
-_BATCH_BYTES = 1024 * 1024
+_TICK = 0.05  # the recovery greenlet's period: expire gaps, ask again for missing frames
+_NACK_FIRST, _NACK_MOST = 0.25, 2.0  # ask again for a gap still open after 0.25 s, 0.5, 1, 2, 2...
+_TICKS_EVERY = 0.5  # an active channel gets a tick frame this often...
+_TICKS_FOR = 2.0  # ...for this long after its last frame
+_REPLAY_FRAMES = 20_000
+_REPLAY_BYTES = 16 * 1024 * 1024
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 1.0
 _YIELD_EVERY = 32  # as in the zmq client: bursts let the clients' writers drain
@@ -64,38 +68,35 @@ class RedisBusClient:
     """A worker's connection to the bus through Redis."""
 
     def __init__(self, url: str, max_frame_size: int, namespace: str = "",
-                 max_unacked: int = 100_000) -> None:
+                 max_unacked: int = 100_000, gap_timeout: float = 5.0) -> None:
         self.url = safe_url(url)
         self.max_frame_size = max_frame_size
-        self.max_unacked = max_unacked
         self.origin = uuid.uuid4().bytes
         self.pid = os.getpid()
         self.counters: Counter[str] = Counter()
         self.prefix = (CHANNEL_PREFIX + namespace + ":").encode()
-        # max_held=0: a frame after a gap is delivered at once, the gap counted.
-        self.inbox: Inbox[wire.Frame] = Inbox(0.0, 0, self.counters)
+        self.inbox: GapInbox[wire.Frame] = GapInbox(gap_timeout, max_unacked, self.counters)
         self.live = Event()  # set while the subscription is confirmed
         self._handlers: dict[str, list[Handler]] = {}
         self._seqs: dict[str, int] = {}  # channel -> last seq sent, numbered from 1
-        # Queued frames: (id, redis channel, body); ids tell what a batch covered.
-        self._queue: collections.deque[tuple[int, bytes, bytes]] = collections.deque()
-        self._ids = itertools.count(1)
-        self._tried_up_to = 0  # highest id sent at least once (later sends are resends)
-        self._wake = Event()
-        self._idle = Event()
-        self._idle.set()
+        self._active: dict[str, float] = {}  # channel -> when this worker last published on it
+        self._nacks = NackSchedule(_NACK_FIRST, _NACK_MOST)
+        # The listener and the recovery greenlet both deliver: one at a time keeps the order.
+        self._in_order = gevent.lock.Semaphore()
         self._closed = False
         options: dict[str, Any] = {
             "socket_timeout": _IO_TIMEOUT,
             "socket_connect_timeout": _IO_TIMEOUT,
-            "retry": Retry(NoBackoff(), 0),  # we resend ourselves, in order
+            "retry": Retry(NoBackoff(), 0),  # the sender resends itself, in order
         }
         self._pub = redis.Redis(connection_pool=redis.ConnectionPool.from_url(
             url, max_connections=1, **options))
         self._sub = redis.Redis(connection_pool=redis.ConnectionPool.from_url(
             url, max_connections=1, **options))
-        self._listener = gevent.spawn(self._listen_forever)
-        self._sender = gevent.spawn(self._send_forever)
+        self.sender = RedisSender(self._pub, self.url, max_unacked, self.counters,
+                                  ReplayWindow(_REPLAY_FRAMES, _REPLAY_BYTES))
+        self._greenlets = [gevent.spawn(self._listen_forever), gevent.spawn(self.sender.run),
+                           gevent.spawn(self._recover_forever)]
 
     # -- the interface of bus_client.Bus -------------------------------------
 
@@ -117,86 +118,33 @@ class RedisBusClient:
             raise BusClosed("the barrel bus client is closed")
         if channel.startswith("\x00"):
             raise ValueError("channels starting with NUL are reserved for the bus")
-        seq = self._seqs[channel] = self._seqs.get(channel, 0) + 1
-        topic, body = wire.encode(wire.Frame(channel, self.origin, seq, payload), self.max_frame_size)
-        if len(self._queue) >= self.max_unacked:
-            # Bounded memory while Redis is away: the oldest frame is given up
-            # (its receivers count the gap when this sender's next frame arrives).
-            self._queue.popleft()
-            self.counters["frames_unrecoverable"] += 1
-        self._queue.append((next(self._ids), self.prefix + topic, body))
+        if isinstance(payload, dict) and TICK_KEY in payload:
+            raise ValueError("the payload key '\\x00tick' is reserved for the bus")
+        self._send(channel, payload)
+        self._active[channel] = time.monotonic()
         self.counters["frames_pushed"] += 1
-        self._idle.clear()
-        self._wake.set()
+
+    def _send(self, channel: str, payload: dict[str, Any]) -> None:
+        seq = self._seqs.get(channel, 0) + 1
+        topic, body = wire.encode(wire.Frame(channel, self.origin, seq, payload), self.max_frame_size)
+        self._seqs[channel] = seq  # only once the frame exists: no seq without a frame
+        self.sender.enqueue(channel, seq, self.prefix + topic, body)
 
     def close(self) -> None:
         """Publish what is queued (for up to 2 s), stop the greenlets, close the connections."""
         if self._closed:
             return
         self._closed = True
-        if self._queue and not self._idle.wait(_CLOSE_FLUSH):
+        self.sender.stopping = True
+        if self.sender.queue and not self.sender.idle.wait(_CLOSE_FLUSH):
             log.warning("bus: %s frames not published to Redis at %s before exit",
-                        len(self._queue), self.url)
-        gevent.killall([self._listener, self._sender], block=True, timeout=1.0)
+                        len(self.sender.queue), self.url)
+        gevent.killall(self._greenlets, block=True, timeout=1.0)
         self._pub.close()
         self._sub.close()
         self._pub.connection_pool.disconnect()
         self._sub.connection_pool.disconnect()
         log.info("bus client %s closed; counters %s", self.pid, dict(self.counters))
-
-    # -- sending ---------------------------------------------------------------
-
-    def _send_forever(self) -> None:
-        backoff = _BACKOFF_FIRST
-        failing = False
-        while True:
-            if not self._queue:
-                self._idle.set()
-                if self._closed:
-                    return
-                self._wake.clear()
-                self._wake.wait()
-                continue
-            batch = self._take_batch()
-            try:
-                self._publish_batch(batch)
-            except (RedisError, OSError) as exc:
-                self.counters["bus_publish_failures"] += 1
-                if not failing:
-                    log.warning("bus: cannot publish to Redis at %s (%s); %s frames kept, "
-                                "retrying", self.url, exc, len(self._queue))
-                failing = True
-                self._pub.connection_pool.disconnect()
-                gevent.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
-                continue
-            if failing:
-                log.warning("bus: publishing to Redis at %s again", self.url)
-            failing, backoff = False, _BACKOFF_FIRST
-            last = batch[-1][0]
-            # publish() may have dropped old frames meanwhile: pop by id, not by count.
-            while self._queue and self._queue[0][0] <= last:
-                self._queue.popleft()
-            self.counters["frames_published"] += len(batch)
-
-    def _take_batch(self) -> list[tuple[int, bytes, bytes]]:
-        batch: list[tuple[int, bytes, bytes]] = []
-        size = 0
-        for item in itertools.islice(self._queue, _BATCH_FRAMES):
-            if batch and size + len(item[2]) > _BATCH_BYTES:
-                break
-            batch.append(item)
-            size += len(item[2])
-        return batch
-
-    def _publish_batch(self, batch: list[tuple[int, bytes, bytes]]) -> None:
-        resent = sum(1 for item_id, _channel, _body in batch if item_id <= self._tried_up_to)
-        self.counters["frames_resent"] += resent
-        self._tried_up_to = max(self._tried_up_to, batch[-1][0])
-        pipe = self._pub.pipeline(transaction=False)
-        for _id, channel, body in batch:
-            pipe.publish(channel, body)
-        pipe.execute()
 
     # -- receiving -------------------------------------------------------------
 
@@ -262,20 +210,20 @@ class RedisBusClient:
             self.counters["frames_refused"] += 1
             log.warning("bus frame refused: %s", exc)
             return
-        gaps = self.counters["gaps"]
-        # Only this greenlet delivers, so frames stay in order without a lock.
-        ready = self.inbox.accept((frame.origin, frame.channel), frame.seq, frame, time.monotonic())
-        if self.counters["gaps"] > gaps:
-            stream, first, last = self.inbox.gap_log[-1]
-            log.warning("bus gap: frames %s..%s of %s/%s were published while this worker "
-                        "was not subscribed (%s gaps so far)", first, last, stream[0].hex(),
-                        stream[1], self.counters["gaps"])
-        for item in ready:
-            self._deliver(item)
+        if frame.channel == NACK_CHANNEL:
+            self._on_nack(frame.payload)
+            return
+        stream = (frame.origin, frame.channel)
+        with self._in_order:
+            for ready in self.inbox.accept(stream, frame.seq, frame, time.monotonic()):
+                self._deliver(ready)
+        gap = self.inbox.gap(stream)
+        if gap is not None:
+            self._ask(stream, *gap, time.monotonic())
 
     def _deliver(self, frame: wire.Frame) -> None:
         handlers = self._handlers.get(frame.channel)
-        if not handlers:
+        if not handlers or TICK_KEY in frame.payload:
             return
         self.counters["frames_delivered"] += 1
         if self.counters["frames_delivered"] % _YIELD_EVERY == 0:
@@ -286,11 +234,63 @@ class RedisBusClient:
             except Exception:
                 log.exception("bus handler for %s failed", frame.channel)
 
+    # -- recovery --------------------------------------------------------------
+
+    def _ask(self, stream: Stream, first: int, last: int, now: float) -> None:
+        """Ask the sender of ``stream`` to publish first..last again (unless asked just now)."""
+        if not self.live.is_set() or not self._nacks.due(stream, first, last, now):
+            return  # a request made while unsubscribed could not be answered here
+        self.counters["nacks_sent"] += 1
+        nack = {"origin": stream[0], "channel": stream[1], "first": first, "last": last}
+        topic, body = wire.encode(wire.Frame(NACK_CHANNEL, self.origin, 0, nack), self.max_frame_size)
+        self.sender.enqueue(NACK_CHANNEL, 0, self.prefix + topic, body, fresh=False)
+
+    def _on_nack(self, nack: dict[str, Any]) -> None:
+        if nack.get("origin") != self.origin:
+            return  # another sender's gap
+        channel, first, last = nack.get("channel"), nack.get("first"), nack.get("last")
+        if not (isinstance(channel, str) and isinstance(first, int) and isinstance(last, int)
+                and 0 < first <= last < first + _REPLAY_FRAMES):
+            self.counters["frames_refused"] += 1
+            return
+        self.sender.replay(channel, first, last, time.monotonic())
+
+    def _recover_forever(self) -> None:
+        """Skip gaps that waited gap_timeout, ask again for open ones, tick active channels."""
+        next_ticks = 0.0
+        while not self._closed:
+            gevent.sleep(_TICK)
+            now = time.monotonic()
+            skipped = self.counters["gaps"]
+            with self._in_order:
+                for frame in self.inbox.expire(now):
+                    self._deliver(frame)
+            if self.counters["gaps"] > skipped:
+                stream, first, last = self.inbox.gap_log[-1]
+                log.warning("bus gap: frames %s..%s of %s/%s could not be recovered (%s gaps so far)",
+                            first, last, stream[0].hex(), stream[1], self.counters["gaps"])
+            open_gaps = list(self.inbox.gaps())
+            self._nacks.forget_closed({stream for stream, _first, _last in open_gaps})
+            for stream, first, last in open_gaps:
+                self._ask(stream, first, last, now)
+            if now >= next_ticks:
+                next_ticks = now + _TICKS_EVERY
+                self._tick_active_channels(now)
+
+    def _tick_active_channels(self, now: float) -> None:
+        # A tick is a frame of the channel's sequence that no handler sees:
+        # a receiver that missed the channel's last frames sees the gap it leaves.
+        for channel, last in list(self._active.items()):
+            if now - last > _TICKS_FOR:
+                del self._active[channel]
+            else:
+                self._send(channel, {TICK_KEY: 1})
+
 
 def connect(url: str, max_frame_size: int, namespace: str = "", max_unacked: int = 100_000,
-            wait: float = _IO_TIMEOUT) -> RedisBusClient:
+            gap_timeout: float = 5.0, wait: float = _IO_TIMEOUT) -> RedisBusClient:
     """Create this worker's Redis bus client and wait (up to ``wait`` s) for its subscription."""
-    client = RedisBusClient(url, max_frame_size, namespace, max_unacked)
+    client = RedisBusClient(url, max_frame_size, namespace, max_unacked, gap_timeout)
     bus_client.install(client)
     if not client.live.wait(wait):
         log.error("bus: Redis at %s did not confirm the subscription within %s s; this worker "
