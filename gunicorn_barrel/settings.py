@@ -179,8 +179,8 @@ SETTINGS: tuple[Setting, ...] = (
         _float_between(0.1, 60.0),
         lambda: 5.0,
         "Seconds a worker holds back a sender's later frames while an earlier one "
-        "is missing (it is being resent after a broadcaster restart). After that the "
-        "gap is counted, logged and skipped. Default 5.",
+        "is missing (it is being resent after a broadcaster restart, or replayed on "
+        "request on a Redis bus). After that the gap is counted, logged and skipped. Default 5.",
     ),
     Setting(
         "max_unacked",
