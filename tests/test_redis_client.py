@@ -110,6 +110,9 @@ def test_a_nack_for_this_sender_replays_what_the_window_kept(bus: RedisBusClient
     assert bus.counters["frames_replayed"] == 2 and bus.counters["replay_misses"] == 1
     for bad in ({"origin": bus.origin, "channel": 5, "first": 1, "last": 1},
                 {"origin": bus.origin, "channel": "c", "first": 3, "last": 2},
-                {"origin": bus.origin, "channel": "c", "first": 0, "last": 10**9}):
+                {"origin": bus.origin, "channel": "c", "first": 0, "last": 1}):
         bus._on_nack(bad)
     assert bus.counters["frames_refused"] == 3
+    # A gap larger than any window: its newest part is looked up, the rest counted at once.
+    bus._on_nack({"origin": bus.origin, "channel": "c", "first": 1, "last": 10**9})
+    assert bus.counters["replay_misses"] == 1 + 10**9

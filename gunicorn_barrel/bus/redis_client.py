@@ -250,10 +250,13 @@ class RedisBusClient:
             return  # another sender's gap
         channel, first, last = nack.get("channel"), nack.get("first"), nack.get("last")
         if not (isinstance(channel, str) and isinstance(first, int) and isinstance(last, int)
-                and 0 < first <= last < first + _REPLAY_FRAMES):
+                and 0 < first <= last < 2**64):
             self.counters["frames_refused"] += 1
             return
-        self.sender.replay(channel, first, last, time.monotonic())
+        # Older frames than the window's size cannot be kept: count them, look up the rest.
+        oldest = max(first, last - _REPLAY_FRAMES + 1)
+        self.counters["replay_misses"] += oldest - first
+        self.sender.replay(channel, oldest, last, time.monotonic())
 
     def _recover_forever(self) -> None:
         """Skip gaps that waited gap_timeout, ask again for open ones, tick active channels."""
