@@ -3,7 +3,9 @@
 Each module run starts its own redis-server on a free loopback port (see
 tests/redis_server.py). Covered: every cross-worker operation of
 test_cross_worker.py on -w 4; three gunicorn instances sharing one Redis;
-Redis SIGKILLed and restarted, and SIGSTOPped, while a stream is sent.
+Redis SIGKILLed and restarted, SIGSTOPped, and its subscribers cut off while
+a stream is sent (received by node socket.io-client, which records order:
+python-socketio's client runs each event handler in a thread of its own).
 """
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import test_cross_worker
 from tests.harness import Client, Gunicorn, gunicorn, spread_clients, wait_for
+from tests.node_clients import NodeClients, all_workers_serving
 from tests.redis_server import RedisServer
 
 # The cross-worker checks run here too, with this module's server (a Redis bus).
@@ -183,81 +187,105 @@ def test_remote_disconnect_across_instances(instances: list[list[Client]]) -> No
 
 STREAM_A, RATE_A = 400, 100
 STREAM_B, RATE_B = 200, 200
-
-
-def _received(c: Client, tag: str) -> list[int]:
-    return [m["n"] for m in c.got("seq") if m["tag"] == tag]
-
+RECEIVERS = 8  # node socket.io-client receivers per instance (they record order as received)
 
 Deltas = dict[int, dict[str, int]]
 
 
-def _streamed_through(outage: Callable[[RedisServer], None]) -> tuple[Deltas, int, int]:
-    """Stream from one worker to clients on both while ``outage()`` hits Redis; check the counts.
+def _complete(count: int) -> dict[str, int]:
+    return {"count": count, "last": count - 1, "outOfOrder": 0, "duplicates": 0}
 
-    Returns each worker's counter changes, the sending worker's pid and the other's.
+
+def _streamed_through(outage: Callable[[RedisServer], None], tmp_path: Path,
+                      instances: int = 1) -> tuple[Deltas, int, list[int]]:
+    """Stream from one worker to receivers on two while ``outage()`` hits Redis; check the counts.
+
+    The two workers are those of one instance (-w 2), or of two instances (-w 1
+    each). Returns each worker's counter changes, the sending worker's pid and the others'.
     """
     rds = RedisServer()
+    servers: list[Gunicorn] = []
+    group: list[Client] = []
+    receivers: list[NodeClients] = []
     try:
         rds.start()
         # A generous gap_timeout: on this shared machine recovery may take a while.
         env = {**redis_bus_env(rds, "outage"), "BARREL_GAP_TIMEOUT": "20"}
-        with gunicorn(workers=2, env=env) as srv:
-            group = spread_clients(srv.url, 2, per_worker=2)
-            try:
-                return _check_stream_through(group, lambda: outage(rds))
-            finally:
-                for c in group:
-                    c.close()
+        servers = [Gunicorn(workers=2 // instances, env=env) for _ in range(instances)]
+        for n, srv in enumerate(servers):
+            srv.start()
+            all_workers_serving(srv)
+            group += spread_clients(srv.url, srv.workers, per_worker=1)
+            receivers.append(NodeClients(srv.url, "websocket", RECEIVERS, tmp_path / f"node{n}.stderr"))
+        return _check_stream_through(group, receivers, lambda: outage(rds))
     finally:
+        for js in receivers:
+            js.stop()
+        for c in group:
+            c.close()
+        for srv in servers:
+            srv.stop()
         rds.stop()
 
 
-def _check_stream_through(group: list[Client], outage: Callable[[], None]) -> tuple[Deltas, int, int]:
-    for c in group:
-        c.sio.on("seq", c._recorder("seq"))
-        assert c.call("join_stream") == "ok"
-    sender = group[0]
-    local = [c for c in group if c.pid == sender.pid]
-    remote = [c for c in group if c.pid != sender.pid]
-    probe_of = {c.pid: c for c in group}  # one client per worker, to read its counters
+def _check_stream_through(group: list[Client], receivers: list[NodeClients],
+                          outage: Callable[[], None]) -> tuple[Deltas, int, list[int]]:
+    where = [c["pid"] for js in receivers for c in js.expect("ready", 70)["clients"]]
+    for js in receivers:
+        assert js.ask("join_stream", "joined")
+    probe_of = {c.pid: c for c in group}  # one python client per worker: sender, counters
+    assert len(probe_of) == 2, probe_of
+    # The sender: the worker holding fewer receivers (idle accepts are uneven).
+    sender = min(probe_of.values(), key=lambda c: where.count(c.pid))
+    (other,) = [pid for pid in probe_of if pid != sender.pid]
+    assert where.count(other) > 0
     before = {pid: counters_of(c) for pid, c in probe_of.items()}
+
+    def streams(tag: str) -> list[dict[str, int]]:
+        every = [s for js in receivers for s in js.ask("streams?", "streams")["streams"]]
+        return [{k: v for k, v in s.get(tag, {"count": 0}).items() if k in _complete(1)} for s in every]
+
     assert sender.call("start_stream", {"tag": "A", "count": STREAM_A, "rate": RATE_A}) == "started"
-    wait_for(lambda: all(len(_received(c, "A")) >= 50 for c in group), 20, "stream A flowing")
+    wait_for(lambda: min(s["count"] for s in streams("A")) >= 50, 20, "stream A flowing", interval=0.1)
     outage()
-    # Local clients get every emit of their worker, Redis or not.
-    wait_for(lambda: all(len(_received(c, "A")) == STREAM_A for c in local), 30, "stream A sent")
+    wait_for(lambda: counters_of(sender)["frames_pushed"] >= before[sender.pid].get("frames_pushed", 0)
+             + STREAM_A, 30, "stream A emitted", interval=0.1)
     probes: list[str] = []
+
+    def news() -> list[list[Any]]:
+        return [n for js in receivers for n in js.ask("news?", "news")["news"]]
 
     def everyone_hears_the_sender() -> bool:
         probes.append(uuid.uuid4().hex)
         sender.call("broadcast", {"token": probes[-1]})
-        return all(any({"token": p} in c.got("news") for p in probes) for c in group)
+        return all(any({"token": p} in got for p in probes) for got in news())
 
     wait_for(everyone_hears_the_sender, 30, "the bus back at every worker", interval=0.3)
     # Everything sent after recovery arrives, once, in order.
     assert sender.call("start_stream", {"tag": "B", "count": STREAM_B, "rate": RATE_B}) == "started"
-    for c in group:
-        wait_for(lambda c=c: len(_received(c, "B")) == STREAM_B, 30, f"stream B at {c.pid}")
-        assert _received(c, "B") == list(range(STREAM_B))
+    wait_for(lambda: min(s["count"] for s in streams("B")) >= STREAM_B, 30, "stream B everywhere",
+             interval=0.1)
+    assert all(s == _complete(STREAM_B) for s in streams("B")), streams("B")
     after = {pid: counters_of(c) for pid, c in probe_of.items()}
     delta = {pid: {k: after[pid].get(k, 0) - before[pid].get(k, 0) for k in after[pid]} for pid in after}
-    for c in local:
-        assert _received(c, "A") == list(range(STREAM_A))
-    (remote_pid,) = {c.pid for c in remote}
-    missing = [sorted(set(range(STREAM_A)) - set(_received(c, "A"))) for c in remote]
-    lost_probes = [sum(1 for p in probes if {"token": p} not in c.got("news")) for c in remote]
-    assert missing[0] == missing[1] and lost_probes[0] == lost_probes[1]  # lost for the worker
-    for c in remote:
-        got = _received(c, "A")
-        assert got == sorted(set(got)), "stream A out of order or duplicated"
-    # Whatever could not be recovered is counted: every frame the remote worker
-    # never delivered is in its frames_lost.
-    lost = len(missing[0]) + lost_probes[0]
-    assert delta[remote_pid].get("frames_lost", 0) == lost, (missing[0], lost_probes[0], delta)
-    assert (delta[remote_pid].get("gaps", 0) > 0) == (lost > 0), delta
-    delta[remote_pid]["lost_at_clients"] = lost
-    return delta, sender.pid, remote_pid
+    stream_a, got_news = streams("A"), news()
+    assert all(s["duplicates"] == 0 for s in stream_a), stream_a
+    for pid, s in zip(where, stream_a, strict=True):
+        if pid == sender.pid:  # the sender's worker delivers to its own clients at once
+            assert s == _complete(STREAM_A), s
+    # What a worker never delivered is lost for all its clients alike, and counted:
+    # it equals the worker's frames_lost (0 when every gap was recovered).
+    missing = {STREAM_A - s["count"] for pid, s in zip(where, stream_a, strict=True) if pid == other}
+    lost_probes = {sum(1 for p in probes if {"token": p} not in got)
+                   for pid, got in zip(where, got_news, strict=True) if pid == other}
+    assert len(missing) == 1 and len(lost_probes) == 1, (missing, lost_probes)
+    lost = missing.pop() + lost_probes.pop()
+    assert delta[other].get("frames_lost", 0) == lost, (lost, delta)
+    assert (delta[other].get("gaps", 0) > 0) == (lost > 0), delta
+    delta[other]["lost_at_clients"] = lost
+    if lost == 0:
+        assert all(s == _complete(STREAM_A) for s in stream_a), stream_a
+    return delta, sender.pid, [other]
 
 
 def _kill_and_restart(rds: RedisServer) -> None:
@@ -266,8 +294,9 @@ def _kill_and_restart(rds: RedisServer) -> None:
     rds.start()
 
 
-def test_redis_sigkilled_and_restarted_while_streaming() -> None:
-    delta, sender, other = _streamed_through(_kill_and_restart)
+@pytest.mark.parametrize("instances", [1, 2], ids=["one-instance-w2", "two-instances-w1"])
+def test_redis_sigkilled_and_restarted_while_streaming(instances: int, tmp_path: Path) -> None:
+    delta, sender, (other,) = _streamed_through(_kill_and_restart, tmp_path, instances)
     assert delta[other]["lost_at_clients"] == 0, delta  # nothing lost: recovered
     # The sender saw the outage and published again what Redis never answered.
     assert delta[sender]["bus_publish_failures"] > 0, delta
@@ -286,8 +315,8 @@ def _cut_subscribers(rds: RedisServer) -> None:
         time.sleep(0.01)
 
 
-def test_subscribers_cut_off_get_what_they_missed_replayed() -> None:
-    delta, sender, other = _streamed_through(_cut_subscribers)
+def test_subscribers_cut_off_get_what_they_missed_replayed(tmp_path: Path) -> None:
+    delta, sender, (other,) = _streamed_through(_cut_subscribers, tmp_path)
     # Frames were published while the other worker was away; it asked for them,
     # the sender published them again, and its clients got every one, once, in order.
     assert delta[other]["bus_reconnects"] >= 1 and delta[other]["nacks_sent"] > 0, delta
@@ -305,8 +334,8 @@ def _stop_and_continue(rds: RedisServer) -> None:
         os.kill(rds.proc.pid, signal.SIGCONT)
 
 
-def test_redis_sigstopped_while_streaming() -> None:
-    delta, sender, other = _streamed_through(_stop_and_continue)
+def test_redis_sigstopped_while_streaming(tmp_path: Path) -> None:
+    delta, sender, (other,) = _streamed_through(_stop_and_continue, tmp_path)
     assert delta[other]["lost_at_clients"] == 0, delta
     assert delta[sender]["bus_publish_failures"] > 0, delta  # timed out, kept, resent
     assert delta[sender]["frames_resent"] > 0, delta
