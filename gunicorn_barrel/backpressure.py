@@ -35,7 +35,7 @@ def install(limit: int, policy: str) -> None:
     from engineio.socket import Socket
 
     _limit, _policy = limit, policy
-    if getattr(Socket.send, "__barrel__", False):
+    if getattr(Socket.send, "__barrel_bounded__", False):
         return
     unbounded_send = Socket.send
 
@@ -52,10 +52,11 @@ def install(limit: int, policy: str) -> None:
                 # Not from inside send(): closing runs the app's disconnect handler.
                 gevent.spawn(_cut, self)
                 return
-        counters["client_queue_peak"] = max(counters["client_queue_peak"], min(size + 1, _limit))
+        if size >= counters["client_queue_peak"]:
+            counters["client_queue_peak"] = min(size + 1, _limit)
         unbounded_send(self, pkt)
 
-    send.__barrel__ = True  # type: ignore[attr-defined]
+    send.__barrel_bounded__ = True  # type: ignore[attr-defined]
     Socket.send = send
 
 

@@ -17,6 +17,8 @@
   is disconnected") escapes as a 500; we answer 400, its normal answer for a
   session it does not know.
 
+- Memory: the raw socket moves to ``environ['barrel.socket']`` (see engineio_lean).
+
 Requests without ``EIO=`` in the query string pass through untouched.
 """
 from __future__ import annotations
@@ -24,6 +26,8 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from gunicorn_barrel.engineio_lean import hide_gunicorn_socket
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -37,6 +41,7 @@ def engineio_requests(app: WSGIApp, allow_deflate: bool, body_limit: Callable[[]
             return app(environ, start_response)
         if not allow_deflate:
             environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        hide_gunicorn_socket(environ)
         limit = body_limit()
         if _is_chunked(environ):
             body = environ["wsgi.input"].read(limit + 1)

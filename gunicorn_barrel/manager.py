@@ -17,13 +17,16 @@ import uuid
 import weakref
 from typing import Any
 
+from engineio import packet as engineio_packet
 from socketio import PubSubManager
+from socketio import packet as socketio_packet
 
+from gunicorn_barrel import routing
 from gunicorn_barrel.bus import client as bus_client
 from gunicorn_barrel.bus.wire import Frame
 
 _LOCAL_HANDLERS = {
-    "emit": "_handle_emit",
+    "emit": "_deliver",
     "disconnect": "_handle_disconnect",
     "enter_room": "_handle_enter_room",
     "leave_room": "_handle_leave_room",
@@ -37,8 +40,18 @@ def _new_host_ids_after_fork() -> None:
     # An id inherited across fork would make workers drop each other's
     # messages as their own (seen with --preload: 7 of 16 clients reached).
     for manager in list(_instances):
-        manager.host_id = uuid.uuid4().hex
+        manager.host_id = _new_host_id()
         manager._attached_pid = None
+
+
+def _new_host_id() -> str:
+    # The pid in front lets an ack travel to the one worker waiting for it.
+    return f"{os.getpid()}.{uuid.uuid4().hex}"
+
+
+def _pid_of_host(host_id: object) -> int | None:
+    head = host_id.partition(".")[0] if isinstance(host_id, str) else ""
+    return int(head) if head.isdigit() else None
 
 
 os.register_at_fork(after_in_child=_new_host_ids_after_fork)
@@ -71,7 +84,13 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
         logger: logging.Logger | None = None,
     ) -> None:
         super().__init__(channel=channel, write_only=write_only, logger=logger)
+        self.host_id = _new_host_id()
+        # Messages for every worker; and for one worker (a sid's owner, an
+        # ack's origin) on a channel only that worker subscribes to, so the
+        # broadcaster's PUB socket filters them out for the others. The
+        # second name must not start with the first: zeromq matches prefixes.
         self.bus_channel = "sio:" + channel
+        self._worker_channel_format = "sio@{pid}:" + channel
         self._attached_pid: int | None = None
         _instances.add(self)
 
@@ -86,6 +105,7 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
         bus = bus_client.current()
         if self._attached_pid != os.getpid() and not self.write_only:
             bus.subscribe(self.bus_channel, self._on_frame)
+            bus.subscribe(self._worker_channel_format.format(pid=os.getpid()), self._on_frame)
             self._attached_pid = os.getpid()
         return bus
 
@@ -115,21 +135,68 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
             if room is None:
                 raise ValueError("Cannot use callback without a room set.")
             ack = (room, namespace, self._generate_ack_id(room, callback))
-        # Arguments travel as a list (a tuple means several arguments); bytes
-        # stay bytes inside it, so no base64 and binary=False.
-        args = list(data) if isinstance(data, tuple) else [data]
+        # A tuple is several arguments, None is none (as in python-socketio).
+        args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
         message = {
-            "method": "emit", "event": event, "data": args, "binary": False,
-            "namespace": namespace, "room": room, "skip_sid": skip_sid,
+            "method": "emit", "namespace": namespace, "room": room, "skip_sid": skip_sid,
             "callback": ack, "host_id": self.host_id,
         }
+        encoded = None if ack is not None else self._encode(namespace, event, args)
+        if encoded is not None:
+            # Encoded once, here: the receiving workers only write it out.
+            message["encoded"] = encoded
+        else:
+            # With an ack id (one per client) or binary attachments the
+            # receivers build the packet. Bytes stay bytes inside the list:
+            # no base64, so binary=False.
+            message.update(event=event, data=args, binary=False)
         # Publish first: a frame that cannot travel (too large, not
-        # encodable) raises here, before any client got the message.
-        self._publish(message)
-        self._handle_emit(message)
+        # encodable) raises here, before any client got the message. An
+        # emit to a sid of this worker needs no bus at all.
+        if self._single_receiver(message) != os.getpid():
+            self._publish(message)
+        self._deliver(message)
+
+    def _encode(self, namespace: str, event: str, args: list[Any]) -> str | None:
+        """The socket.io packet of an event as engine.io sends it, or None if it has attachments."""
+        if self.server is None:
+            return None
+        pkt = self.server.packet_class(socketio_packet.EVENT, namespace=namespace, data=[event, *args])
+        encoded = pkt.encode()
+        return encoded if isinstance(encoded, str) else None
+
+    def _deliver(self, message: dict[str, Any]) -> None:
+        encoded = message.get("encoded")
+        if not isinstance(encoded, str):
+            self._handle_emit(message)
+            return
+        namespace = message.get("namespace") or "/"
+        if namespace not in self.rooms:
+            return
+        skip = message.get("skip_sid")
+        skip_sids = skip if isinstance(skip, list) else [skip]
+        eio_pkt = engineio_packet.Packet(engineio_packet.MESSAGE, encoded)
+        for sid, eio_sid in self.get_participants(namespace, message.get("room")):
+            if sid not in skip_sids:
+                self.server._send_eio_packet(eio_sid, eio_pkt)
 
     def _publish(self, data: dict[str, Any]) -> None:
-        self._attach().publish(self.bus_channel, data)
+        pid = self._single_receiver(data)
+        channel = self.bus_channel if pid is None else self._worker_channel_format.format(pid=pid)
+        self._attach().publish(channel, data)
+
+    def _single_receiver(self, message: dict[str, Any]) -> int | None:
+        """The pid of the one worker a message concerns, when there is one."""
+        method = message.get("method")
+        if method == "callback":
+            return _pid_of_host(message.get("host_id"))
+        if method in ("disconnect", "enter_room", "leave_room"):
+            sid = message.get("sid")
+            return routing.owner_of(sid) if isinstance(sid, str) else None
+        room = message.get("room")
+        if method == "emit" and isinstance(room, str):
+            return routing.owner_of(room)  # a sid (MAC-checked), or None for a named room
+        return None
 
     def _listen(self) -> Any:  # pragma: no cover - the bus client listens for us
         raise NotImplementedError("BarrelManager receives through the worker's bus client")

@@ -5,7 +5,7 @@
   parsed; one for an engine.io session held by another worker is handed to
   that worker with its connection (``routing``, ``handoff``), so long-polling
   and the polling-to-WebSocket upgrade work on any number of workers;
-- WebSocket through simple-websocket (never gevent-websocket), with the
+- WebSocket through barrel's lean gunicorn_barrel.ws (never gevent-websocket), with the
   deflate policy from the barrel settings;
 - dying with the arbiter (PR_SET_PDEATHSIG), so no worker lingers after the
   arbiter is SIGKILLed.
@@ -19,12 +19,12 @@ import gevent
 from gunicorn.http2 import negotiation
 from gunicorn.workers.ggevent import GeventWorker
 
-from gunicorn_barrel import backpressure, hooks, routing
+from gunicorn_barrel import backpressure, engineio_lean, hooks, routing
 from gunicorn_barrel.engineio_requests import engineio_requests
 from gunicorn_barrel.handoff import HandoffReceiver, HandoffSender
 from gunicorn_barrel.lifeline import signal_when_parent_dies
 from gunicorn_barrel.serve import serve_one_request
-from gunicorn_barrel.websocket import use_simple_websocket
+from gunicorn_barrel.websocket import use_barrel_websocket
 
 
 class BarrelWorker(GeventWorker):
@@ -39,7 +39,7 @@ class BarrelWorker(GeventWorker):
         # --preload app has imported engineio here; importing it ourselves
         # would import ssl (through requests) before gevent patches it.
         if "engineio" in sys.modules:
-            use_simple_websocket()
+            use_barrel_websocket()
 
     @classmethod
     def check_config(cls, cfg: Any, log: Any) -> None:
@@ -60,9 +60,11 @@ class BarrelWorker(GeventWorker):
 
     def patch(self) -> None:
         super().patch()
-        use_simple_websocket()  # after gevent has patched ssl and sockets
-        routing.tag_engineio_sessions()
         settings = hooks.active_settings()
+        # after gevent has patched ssl and sockets
+        use_barrel_websocket(settings.websocket_deflate_min_size if settings is not None else 1024)
+        routing.tag_engineio_sessions()
+        engineio_lean.install()
         if settings is not None:
             backpressure.install(settings.client_queue_limit, settings.slow_client_policy)
 

@@ -207,10 +207,15 @@ class Client:
         self.answer = "42"
         for event in ("news", "direct", "room_news"):
             self.sio.on(event, self._recorder(event))
+        self.sio.on("args", self._record_args)
         self.sio.on("question", self._answer)
         self.sio.on("connect", self._on_connect)
         self.sio.connect(url, transports=transports or ["websocket"], socketio_path=path, wait_timeout=10)
         self._identify()
+
+    def _record_args(self, *args: Any) -> None:
+        with self.lock:
+            self.received["args"].append(list(args))
 
     def _recorder(self, event: str) -> Callable[[Any], None]:
         def record(data: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -164,3 +165,53 @@ def test_remote_disconnect(server: Gunicorn) -> None:
     finally:
         for c in group:
             c.close()
+
+
+@pytest.mark.parametrize(("shape", "expected"), [
+    ("none", []), ("one", [{"a": 1}]), ("several", [1, "two", [3]]), ("binary", [b"\x00\xff", "x"]),
+])
+def test_emit_argument_shapes_reach_every_worker_unchanged(
+    clients: list[Client], shape: str, expected: list[Any]
+) -> None:
+    # Packets without attachments are encoded once by the emitting worker;
+    # the others write them out as they are. Both paths must agree.
+    clients[0].call("emit_args", shape)
+    for c in clients:
+        wait_for(lambda c=c: expected in c.got("args"), 10, f"{shape} arguments at {c.pid}")
+
+
+def test_a_burst_of_emits_arrives_whole_and_in_order(clients: list[Client]) -> None:
+    # 600 emits without a yield: pushed as batches of up to wire.MAX_BATCH
+    # frames, split again by the broadcaster.
+    clients[0].call("emit_burst", 600)
+    def burst(c: Client) -> list[int]:
+        return [m["burst"] for m in c.got("news") if isinstance(m, dict) and "burst" in m]
+
+    for c in clients:
+        wait_for(lambda c=c: len(burst(c)) >= 600, 20, f"the burst at {c.pid}")
+        assert burst(c) == list(range(600))
+
+
+def test_frames_for_one_sid_reach_only_its_worker(clients: list[Client]) -> None:
+    """An emit to a sid travels on its owner's channel: the broadcaster filters it out for the rest."""
+    target = clients[0]
+    sender = next(c for c in clients if c.pid != target.pid)
+    witnesses = {c.pid: c for c in clients}  # one client per worker, to read its counters
+
+    def delivered() -> dict[int, int]:
+        return {pid: c.call("bus_counters")["counters"].get("frames_delivered", 0)
+                for pid, c in witnesses.items()}
+
+    tag = uuid.uuid4().hex
+    before = delivered()
+    for n in range(50):
+        sender.call("emit_to", {"to": target.sid, "payload": {"only": tag, "n": n}})
+    def arrived() -> int:
+        return len([m for m in target.got("direct") if isinstance(m, dict) and m.get("only") == tag])
+
+    wait_for(lambda: arrived() == 50, 10, "50 emits at their sid")
+    after = delivered()
+    assert after[target.pid] - before[target.pid] >= 50
+    for pid in witnesses:
+        if pid != target.pid:
+            assert after[pid] == before[pid], (pid, before, after)

@@ -191,7 +191,7 @@ def test_rogue_frames_are_refused_and_the_bus_keeps_working() -> None:
                     crafted.append(valid[:1])  # the body part missing
                     crafted.append([b"", valid[1]])  # the topic empty
                     crafted.append([b"x" * 256, valid[1]])  # the topic too long
-                    crafted.append([*valid, b"extra"])  # a third part
+                    crafted.append([*valid, b"extra"])  # a batch with one bad body: refused whole
                     crafted.append([b"BRL\x01", valid[0], valid[1]])  # parts out of place
                     crafted.append([valid[0], b"BRM" + valid[1][3:]])  # bad magic
                     for parts in crafted:

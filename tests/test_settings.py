@@ -4,6 +4,7 @@ Every test passes an explicit ``environ`` mapping; os.environ is never read or c
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -16,7 +17,8 @@ from gunicorn_barrel import settings
 from gunicorn_barrel.settings import SettingsError, resolve
 
 NAMES = (
-    "runtime_dir", "max_frame_size", "websocket_deflate", "gap_timeout", "max_unacked",
+    "runtime_dir", "max_frame_size", "websocket_deflate", "websocket_deflate_min_size",
+    "gap_timeout", "max_unacked",
     "client_queue_limit", "slow_client_policy", "store", "store_path", "store_durability",
     "store_timeout", "store_max_value", "restart_delay", "bus", "bus_namespace",
 )
@@ -51,6 +53,7 @@ def test_defaults() -> None:
         runtime_dir=tempfile.gettempdir(),
         max_frame_size=1024 * 1024,
         websocket_deflate=False,
+        websocket_deflate_min_size=1024,
         gap_timeout=5.0,
         max_unacked=100_000,
         client_queue_limit=1000,
@@ -142,9 +145,10 @@ def test_all_settings_together(short_dir: str) -> None:
         environ={"BARREL_WEBSOCKET_DEFLATE": "on", "BARREL_RESTART_DELAY": "1.5",
                  "BARREL_CLIENT_QUEUE_LIMIT": "50", "BARREL_SLOW_CLIENT_POLICY": "Drop_Oldest"},
     )
-    assert resolved == settings.BarrelSettings(
-        short_dir, 2048, True, 2.0, 500, 50, "drop_oldest", "embedded",
-        os.path.abspath("barrel-store.sqlite3"), "process", 5.0, 64 * 1024, 1.5, "zmq", "",
+    assert resolved == dataclasses.replace(
+        resolve(environ={}), runtime_dir=short_dir, max_frame_size=2048, websocket_deflate=True,
+        gap_timeout=2.0, max_unacked=500, client_queue_limit=50, slow_client_policy="drop_oldest",
+        restart_delay=1.5,
     )
 
 

@@ -359,3 +359,13 @@ def test_encode_refuses_what_decode_refuses(payload: dict) -> None:
 def test_encode_wrong_field_types_raise_wire_error(origin: Any, seq: Any) -> None:
     with pytest.raises(wire.WireError):
         wire.encode(wire.Frame("room", origin, seq, {}), BIG)
+
+
+def test_a_batch_splits_into_frames_of_its_topic() -> None:
+    frames = [wire.encode(wire.Frame("c", b"o" * 16, seq, {"n": seq}), 1024) for seq in (1, 2, 3)]
+    batch = [frames[0][0], *(f[1] for f in frames)]
+    assert wire.split_batch(batch) == frames
+    with pytest.raises(wire.MalformedFrame):
+        wire.split_batch(batch[:1])
+    with pytest.raises(wire.MalformedFrame):
+        wire.split_batch([b"c"] + [frames[0][1]] * (wire.MAX_BATCH + 1))

@@ -127,20 +127,39 @@ class Broadcaster:
                 parts = pull.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self.relay(parts, pub)
+            if len(parts) == 2:
+                self.relay(parts, pub)
+            else:
+                self.relay_batch(parts, pub)
 
     def relay(self, parts: Sequence[bytes], pub: zmq.Socket) -> None:
         try:
-            # A full decode, not just the header: garbage behind a valid
-            # header never reaches a worker.
-            wire.decode(parts, self.max_frame_size)
-            if parts[0][:1] == b"\x00":
-                raise wire.MalformedFrame("channels starting with NUL are the broadcaster's own")
+            self._check(parts)
         except wire.WireError as exc:
-            self.counters["frames_refused"] += 1
-            if self.counters["frames_refused"] <= 10:
-                log.warning("refused a frame: %s", exc)
+            self._refuse(exc)
             return
+        self._publish(parts, pub)
+
+    def relay_batch(self, parts: Sequence[bytes], pub: zmq.Socket) -> None:
+        """Several frames of one channel pushed as one message: all published, or none."""
+        try:
+            frames = wire.split_batch(parts)
+            for frame_parts in frames:
+                self._check(frame_parts)
+        except wire.WireError as exc:
+            self._refuse(exc)
+            return
+        for frame_parts in frames:
+            self._publish(frame_parts, pub)
+
+    def _check(self, parts: Sequence[bytes]) -> None:
+        # A full decode, not just the header: garbage behind a valid
+        # header never reaches a worker.
+        wire.decode(parts, self.max_frame_size)
+        if parts[0][:1] == b"\x00":
+            raise wire.MalformedFrame("channels starting with NUL are the broadcaster's own")
+
+    def _publish(self, parts: Sequence[bytes], pub: zmq.Socket) -> None:
         pub.send_multipart(parts)
         self.counters["frames_published"] += 1
         origin, seq = wire.origin_and_seq(parts[1])
@@ -149,6 +168,11 @@ class Broadcaster:
         if stream is None:
             stream = self._published[key] = _Published(contiguous=seq - 1)
         stream.add(seq, time.monotonic())
+
+    def _refuse(self, exc: wire.WireError) -> None:
+        self.counters["frames_refused"] += 1
+        if self.counters["frames_refused"] <= 10:
+            log.warning("refused a frame: %s", exc)
 
     def _heartbeat(self, pub: zmq.Socket, now: float) -> None:
         self._next_heartbeat = now + HEARTBEAT_INTERVAL

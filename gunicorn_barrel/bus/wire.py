@@ -5,6 +5,10 @@ A frame travels as a two-part zeromq message::
     part 0  topic    UTF-8 channel name; zeromq SUB sockets filter on its prefix
     part 1  body     header (30 bytes, big-endian) + msgpack payload
 
+A worker may push up to ``MAX_BATCH`` frames of one channel as one message
+(the topic, then their bodies); the broadcaster splits it and publishes
+each frame on its own.
+
     header  magic b"BRL" | version u8 | flags u8 | reserved u8
             | origin (16 bytes) | seq u64
 
@@ -28,6 +32,7 @@ _HEADER = struct.Struct("!3sBBB16sQ")
 HEADER_SIZE = _HEADER.size
 MAX_CHANNEL_BYTES = 255
 MAX_DEPTH = 100
+MAX_BATCH = 256
 # The broadcaster's heartbeat: its epoch and what it has published, per sender.
 HEARTBEAT_CHANNEL = "\x00hb"
 
@@ -150,6 +155,17 @@ def check(parts: Sequence[bytes], max_size: int) -> None:
         raise MalformedFrame("bad magic: not a barrel frame")
     if version != VERSION:
         raise UnsupportedVersion(f"frame version {version}, this code speaks {VERSION}")
+
+
+def split_batch(parts: Sequence[bytes]) -> list[list[bytes]]:
+    """The frames of a pushed message: ``[topic, body]`` for each of its bodies.
+
+    Only the shape is checked here; each frame still goes through ``check``.
+    """
+    if not 2 <= len(parts) <= MAX_BATCH + 1:
+        raise MalformedFrame(f"expected a topic and 1 to {MAX_BATCH} bodies, got {len(parts)} parts")
+    topic = parts[0]
+    return [[topic, body] for body in parts[1:]]
 
 
 def origin_and_seq(body: bytes) -> tuple[bytes, int]:

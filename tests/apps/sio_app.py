@@ -9,7 +9,12 @@ import socketio
 
 from gunicorn_barrel import BarrelManager
 
-sio = socketio.Server(async_mode="gevent", client_manager=BarrelManager())
+# Tests of engine.io's heartbeat shorten it through the environment.
+sio = socketio.Server(
+    async_mode="gevent", client_manager=BarrelManager(),
+    ping_interval=float(os.environ.get("TEST_PING_INTERVAL", "25")),
+    ping_timeout=float(os.environ.get("TEST_PING_TIMEOUT", "20")),
+)
 
 
 @sio.event
@@ -254,3 +259,24 @@ def plain_wsgi(environ, start_response):
 wsgi = socketio.WSGIApp(sio, plain_wsgi)
 # The same socket.io server under a custom path, beside the plain WSGI app.
 wsgi_custom_path = socketio.WSGIApp(sio, plain_wsgi, socketio_path="custom/rt")
+
+
+# What "args" carries for each shape of emit data (none, one, several, binary).
+ARG_SHAPES = {"none": None, "one": {"a": 1}, "several": (1, "two", [3]), "binary": (b"\x00\xff", "x")}
+
+
+@sio.event
+def emit_args(sid, shape):
+    if shape == "none":
+        sio.emit("args")
+    else:
+        sio.emit("args", ARG_SHAPES[shape])
+    return "ok"
+
+
+@sio.event
+def emit_burst(sid, count):
+    """Emit ``count`` numbered "news" without yielding: the bus pushes them in batches."""
+    for n in range(count):
+        sio.emit("news", {"burst": n})
+    return "ok"

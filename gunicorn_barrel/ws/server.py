@@ -1,0 +1,239 @@
+"""The WebSocket engine.io uses in a barrel worker: two greenlets per connection, no more.
+
+engine.io calls ``BarrelWebSocket(handler, server)(environ, start_response)``
+for an upgrade; the handler reads with ``wait()`` in the request's greenlet
+and engine.io's writer greenlet calls ``send()``. Reading happens in the
+caller of ``wait()`` itself (simple-websocket adds a reader greenlet, a
+selector and wsproto state per connection), and ``send()`` writes a frame
+built in one step with ``sendall`` (simple-websocket's ``send`` may write
+only part of a large frame).
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import socket
+from typing import Any, ClassVar
+
+import gevent.lock
+import gevent.socket
+
+from gunicorn_barrel.engineio_lean import SOCKET_KEY
+from gunicorn_barrel.ws import deflate, frames
+
+log = logging.getLogger("gunicorn_barrel.websocket")
+
+_RECV_BYTES = 65536
+
+
+def upgrade_problem(environ: dict[str, Any]) -> str | None:
+    """Why this request is not a valid WebSocket upgrade, or None."""
+    if environ.get("REQUEST_METHOD") != "GET":
+        return "WebSocket upgrades use GET"
+    if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+        return "missing 'Upgrade: websocket'"
+    connection = {t.strip().lower() for t in environ.get("HTTP_CONNECTION", "").split(",")}
+    if "upgrade" not in connection:
+        return "missing 'Connection: Upgrade'"
+    if environ.get("HTTP_SEC_WEBSOCKET_VERSION") != "13":
+        return "only WebSocket version 13 is supported"
+    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "")
+    if len(key) != 24 or not key.endswith("=="):
+        return "bad Sec-WebSocket-Key"
+    return None
+
+
+class BarrelWebSocket:
+    """One server-side WebSocket connection, in the shape engine.io's drivers have."""
+
+    # Set by gunicorn_barrel.websocket.use_barrel_websocket from the settings.
+    deflate_min_size: ClassVar[int] = 1024
+    on_open: ClassVar[Any] = None  # called with (environ, raw socket)
+
+    def __init__(self, handler: Any, server: Any) -> None:
+        self.handler = handler
+        self.server = server
+        self._sock: Any = None
+        self._parser: frames.FrameParser | None = None
+        self._compress = False
+        self._received: collections.deque[str | bytes] = collections.deque()
+        self._write_lock = gevent.lock.Semaphore()
+        self._busy = False  # a write is waiting for socket buffer space
+        self._raw: Any = None  # the OS socket under gevent's, when plain TCP
+        self._close_sent = False
+        self._closed = False
+        # Packets engine.io's writer took from its queue and has not sent:
+        # nothing may overtake them, and a batch of them goes in one write.
+        self._unsent = 0
+        self._batching = False
+        self._pending: list[bytes] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        sock: Any = environ.get(SOCKET_KEY) or environ.get("gunicorn.socket")
+        problem = "no raw socket in this server" if sock is None else upgrade_problem(environ)
+        if problem is not None:
+            start_response("400 Bad Request", [("Content-Type", "text/plain")])
+            return [problem.encode()]
+        extensions = deflate.negotiate(environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS", ""))
+        head = (
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {frames.accept_key(environ['HTTP_SEC_WEBSOCKET_KEY'])}\r\n"
+        )
+        if extensions is not None:
+            head += f"Sec-WebSocket-Extensions: {extensions}\r\n"
+        sock.sendall((head + "\r\n").encode("latin-1"))
+        self._sock = sock  # engine.io sets its timeout (ping interval + timeout)
+        if type(sock) is gevent.socket.socket:  # not TLS: its OS socket is non-blocking
+            self._raw = sock._sock
+        self._compress = extensions is not None
+        self._parser = frames.FrameParser(
+            self.server.max_http_buffer_size, deflate.inflate if self._compress else None
+        )
+        if self.on_open is not None:
+            self.on_open(environ, sock)
+        eio_socket = getattr(self.handler, "__self__", None)
+        if eio_socket is not None:
+            eio_socket.barrel_websocket = self  # see batch_writes()
+        try:
+            self.handler(self)
+        finally:
+            self.close()
+        # The response was the 101 written above: gunicorn must write nothing.
+        raise StopIteration()
+
+    def send(self, message: str | bytes) -> None:
+        """Send one message; OSError once the connection is closed (ends engine.io's writer)."""
+        if self._close_sent:
+            raise OSError("WebSocket is closed")
+        if isinstance(message, str):
+            opcode, payload = frames.OP_TEXT, message.encode("utf-8")
+        else:
+            opcode, payload = frames.OP_BINARY, bytes(message)
+        compressed = self._compress and len(payload) >= self.deflate_min_size
+        if compressed:
+            payload = deflate.compress(payload)
+        data = frames.frame(opcode, payload, rsv1=compressed)
+        if self._unsent:
+            self._unsent -= 1
+            if self._batching:
+                self._pending.append(data)
+                if self._unsent:
+                    return
+                self._batching = False
+                data = b"".join(self._pending)
+                self._pending.clear()
+        self._write(data)
+
+    def writer_took(self, count: int) -> None:
+        """engine.io's writer took ``count`` packets to send (see batch_writes)."""
+        self.flush()
+        self._unsent = count
+        self._batching = count > 1
+
+    def flush(self) -> None:
+        self._unsent, self._batching = 0, False
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._try_write(data)  # a broken connection shows at the next send()
+
+    def wait(self) -> str | bytes | None:
+        """The next message from the client, or None when the connection is over."""
+        while not self._received:
+            if self._closed:
+                return None
+            try:
+                data = self._sock.recv(_RECV_BYTES)
+            except OSError:  # includes the idle timeout engine.io set
+                data = b""
+            if not data:
+                self._closed = True
+                return None
+            self._handle(data)
+        return self._received.popleft()
+
+    def _handle(self, data: bytes) -> None:
+        assert self._parser is not None
+        try:
+            events = self._parser.feed(data)
+        except frames.ProtocolError as exc:
+            log.info("WebSocket closed: %s", exc)
+            self._closed = True
+            self.close(exc.code, exc.reason)
+            return
+        for event in events:
+            if isinstance(event, frames.Message):
+                self._received.append(event.data)
+            elif isinstance(event, frames.Ping):
+                self._try_write(frames.frame(frames.OP_PONG, event.payload))
+            elif isinstance(event, frames.Close):
+                self._closed = True
+                self.close(event.code if event.code != 1005 else frames.CLOSE_NORMAL)
+                return
+
+    def close(self, code: int = frames.CLOSE_NORMAL, reason: str = "") -> None:
+        """Send a close frame (once) and stop reading."""
+        if self._close_sent or self._sock is None:
+            return
+        self._close_sent = True
+        self._try_write(frames.close_frame(code, reason))
+        try:
+            # Wakes a wait() blocked in recv: the session ends without waiting
+            # for the client's close frame or a timeout.
+            self._sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
+    def _write(self, data: bytes) -> None:
+        if not self._busy and self._raw is not None:
+            # Fast path: one non-blocking send on the OS socket. Most frames
+            # go out whole; what does not waits below, the gevent way.
+            try:
+                sent = self._raw.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        # The writer greenlet and the reader (pongs, close) share the socket:
+        # whoever must wait for room holds the lock, the others queue behind.
+        with self._write_lock:
+            self._busy = True
+            try:
+                self._sock.sendall(data)
+            finally:
+                self._busy = False
+
+    def _try_write(self, data: bytes) -> None:
+        try:
+            self._write(data)
+        except OSError:
+            self._closed = self._close_sent = True
+
+
+def batch_writes() -> None:
+    """Let engine.io's WebSocket writer send each batch of queued packets in one system call.
+
+    The writer takes every packet queued for a client (``Socket.poll``), then
+    sends them one by one: under load (a burst of broadcasts) many small
+    writes per client. Told the batch size, BarrelWebSocket joins them. A
+    system call per message and client is what a broadcast costs most.
+    """
+    from engineio.socket import Socket
+
+    if getattr(Socket.poll, "__barrel_batch__", False):
+        return
+    original_poll = Socket.poll
+
+    def poll(self: Any) -> Any:
+        ws = self.__dict__.get("barrel_websocket")
+        if ws is not None:
+            ws.flush()
+        packets = original_poll(self)
+        # Only the WebSocket writer polls once the session is upgraded.
+        if ws is not None and self.upgraded:
+            ws.writer_took(len(packets))
+        return packets
+
+    poll.__barrel_batch__ = True  # type: ignore[attr-defined]
+    Socket.poll = poll
