@@ -26,11 +26,14 @@ from tests.redis_server import RedisServer
 
 # The cross-worker checks run here too, with this module's server (a Redis bus).
 from tests.test_cross_worker import (  # noqa: F401 - collected by pytest with this module's fixtures
+    test_a_burst_of_emits_arrives_whole_and_in_order,
     test_broadcast_reaches_every_client_exactly_once,
     test_broadcast_with_skip_sid,
     test_clients_spread_over_all_workers,
+    test_emit_argument_shapes_reach_every_worker_unchanged,
     test_emit_callback_from_another_worker,
     test_emit_to_a_sid_on_another_worker_keeps_binary,
+    test_frames_for_one_sid_reach_only_its_worker,
     test_leave_room_and_close_room_from_another_worker,
     test_remote_call_gets_the_answer,
     test_remote_disconnect,
