@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -65,6 +66,19 @@ def counters_of(client: Client) -> dict[str, int]:
     answer = client.call("bus_counters")
     assert answer["pid"] == client.pid
     return dict(answer["counters"])
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"BARREL_BUS": "redis://127.0.0.1:notaport/0"},
+     "invalid barrel setting bus (BARREL_BUS): unparsable Redis URL"),
+    ({"BARREL_BUS": "redis://:pw@127.0.0.1:6379/0", "BARREL_STORE": "embedded"},
+     "store='embedded' with bus='redis://:***@127.0.0.1:6379/0'"),
+])
+def test_bad_bus_settings_stop_gunicorn_at_start(env: dict[str, str], expected: str) -> None:
+    srv = Gunicorn(workers=1, env=env)
+    proc = subprocess.run(srv.cmd, capture_output=True, text=True, timeout=30, env=srv.env)
+    assert proc.returncode != 0
+    assert expected in proc.stdout + proc.stderr
 
 
 def test_a_burst_of_emits_arrives_whole_once(clients: list[Client]) -> None:
