@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 def counters() -> dict[str, int]:
     """This process's barrel counters: bus (frames pushed, delivered, duplicates
-    dropped, gaps, resends, broadcaster restarts seen, frames refused) and slow
+    dropped, gaps, resends, broadcaster restarts seen, frames refused; on a Redis
+    bus also reconnects, publish failures, NACKs sent, frames replayed) and slow
     clients (clients_dropped_slow, packets_dropped_slow, client_queue_peak)."""
     import sys
 

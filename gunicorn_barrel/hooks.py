@@ -13,9 +13,10 @@ bus; the user's exit hooks run before barrel's, so they still can.
 
 What runs where:
     on_starting       arbiter  create the runtime dir, launch and supervise the side
-                               processes (broadcaster, embedded store), make the key
-                               that signs session ids
-    post_worker_init  worker   connect this worker's bus client (after gevent patching)
+                               processes (broadcaster, embedded store; none with a
+                               Redis bus), make the key that signs session ids
+    post_worker_init  worker   connect this worker's bus client (zmq or Redis, after
+                               gevent patching)
     worker_exit       worker   close the store and bus clients
     on_reload         arbiter  (HUP) apply reloaded settings; side processes stay
     on_exit           arbiter  stop the side processes, remove the runtime dir
@@ -53,7 +54,8 @@ class _Instance:
 _instance: _Instance | None = None
 
 # Settings the running side processes were started with; HUP cannot change them.
-_FIXED_AT_START = ("runtime_dir", "max_frame_size", "store", "store_path", "store_durability")
+_FIXED_AT_START = ("runtime_dir", "max_frame_size", "store", "store_path", "store_durability",
+                   "bus", "bus_namespace")
 
 
 def active_settings() -> barrel_settings.BarrelSettings | None:
@@ -77,6 +79,8 @@ def _side_processes(
     settings: barrel_settings.BarrelSettings, rdir: str, server: Any
 ) -> list[SideProcessSupervisor]:
     common = (rdir, settings, server.log, server.cfg.uid, server.cfg.gid)
+    if settings.bus != "zmq":
+        return []  # a Redis bus: workers talk to Redis, and the store cannot be embedded
     procs = [SideProcessSupervisor(
         "broadcaster", "gunicorn_barrel.bus.broadcaster",
         ["--max-frame-size", str(settings.max_frame_size)], *common,
@@ -123,12 +127,18 @@ def on_reload(server: Any) -> None:
 def post_worker_init(worker: Any) -> None:
     if _instance is None or _active is None:
         raise RuntimeError("barrel hooks: on_starting did not run in the arbiter")
-    bus_client.connect(
-        _instance.runtime_dir,
-        _active.max_frame_size,
-        gap_timeout=_active.gap_timeout,
-        max_unacked=_active.max_unacked,
-    )
+    if _active.bus == "zmq":
+        bus_client.connect(
+            _instance.runtime_dir,
+            _active.max_frame_size,
+            gap_timeout=_active.gap_timeout,
+            max_unacked=_active.max_unacked,
+        )
+    else:
+        from gunicorn_barrel.bus import redis_client
+
+        redis_client.connect(_active.bus, _active.max_frame_size, _active.bus_namespace,
+                             _active.max_unacked, _active.gap_timeout)
     manager = sys.modules.get("gunicorn_barrel.manager")
     if manager is not None:  # the app created BarrelManagers: subscribe them now
         manager.attach_all()

@@ -103,7 +103,7 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
         self._attach()
         self._get_logger().info("barrel manager attached to the bus (host_id %s)", self.host_id)
 
-    def _attach(self) -> bus_client.BusClient:
+    def _attach(self) -> bus_client.Bus:
         bus = bus_client.current()
         if self._attached_pid != os.getpid() and not self.write_only:
             bus.subscribe(self.bus_channel, self._on_frame)

@@ -13,6 +13,7 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 ENV_PREFIX = "BARREL_"
 
@@ -72,6 +73,43 @@ def _store_backend(raw: object) -> str:
     if value in ("embedded", "none") or value.startswith(("redis://", "rediss://", "unix://")):
         return value
     raise ValueError(f"expected 'embedded', 'none' or a redis:// URL, got {raw!r}")
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _redis_url(value: str) -> str:
+    """``value`` if it is a usable Redis URL (checked without connecting), else ValueError."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a non-numeric or out-of-range port
+    except ValueError as exc:
+        raise ValueError(f"unparsable Redis URL {_safe(value)!r}: {exc}") from None
+    if parts.scheme not in _REDIS_SCHEMES:
+        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {_safe(value)!r}")
+    if parts.scheme == "unix" and not parts.path:
+        raise ValueError(f"a unix:// Redis URL needs a socket path, got {_safe(value)!r}")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError(f"a Redis URL needs a host (redis://host:port/db), got {_safe(value)!r}")
+    if parts.scheme != "unix" and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise ValueError(f"the database in a Redis URL is a number (redis://h:6379/0), got {_safe(value)!r}")
+    return value
+
+
+def _bus_backend(raw: object) -> str:
+    value = str(raw).strip()
+    if value == "zmq":
+        return value
+    if "://" not in value:
+        raise ValueError(f"expected 'zmq' or a redis://, rediss:// or unix:// URL, got {value!r}")
+    return _redis_url(value)
+
+
+def _namespace(raw: object) -> str:
+    value = str(raw).strip()
+    if len(value) > 64 or not all(ch.isalnum() or ch in "-_." for ch in value):
+        raise ValueError(f"expected up to 64 letters, digits, '-', '_' or '.', got {raw!r}")
+    return value
 
 
 def _absolute_path(raw: object) -> str:
@@ -150,8 +188,8 @@ SETTINGS: tuple[Setting, ...] = (
         _float_between(0.1, 60.0),
         lambda: 5.0,
         "Seconds a worker holds back a sender's later frames while an earlier one "
-        "is missing (it is being resent after a broadcaster restart). After that the "
-        "gap is counted, logged and skipped. Default 5.",
+        "is missing (it is being resent after a broadcaster restart, or replayed on "
+        "request on a Redis bus). After that the gap is counted, logged and skipped. Default 5.",
     ),
     Setting(
         "max_unacked",
@@ -220,6 +258,24 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds the supervisor waits before restarting a broadcaster that "
         "died (doubled while it keeps dying within 2 s of its start, up to 2 s).",
     ),
+    Setting(
+        "bus",
+        _bus_backend,
+        lambda: "zmq",
+        "The bus between workers: 'zmq' (a broadcaster side process per gunicorn "
+        "instance, nothing to run) or a 'redis://host:port/db', 'rediss://...' or "
+        "'unix:///path' URL: every worker of every instance using the URL shares one "
+        "bus through Redis pub/sub (several hosts; see \"Redis bus\"). With a Redis bus "
+        "the store defaults to the same URL, and store = 'embedded' is refused. Default zmq.",
+    ),
+    Setting(
+        "bus_namespace",
+        _namespace,
+        lambda: "",
+        "With a Redis bus: a name that separates the buses of several apps sharing one "
+        "Redis (channels barrel:bus:<namespace>:...). Instances of one app must use the "
+        "same. Default empty.",
+    ),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -243,6 +299,8 @@ class BarrelSettings:
     store_timeout: float
     store_max_value: int
     restart_delay: float
+    bus: str
+    bus_namespace: str
 
 
 def _unknown(name: str, where: str) -> SettingsError:
@@ -281,7 +339,34 @@ def resolve(
             values[setting.name] = _parse_one(setting, environ[setting.env], setting.env)
         elif setting.name not in values:
             values[setting.name] = _parse_one(setting, setting.default(), "default")
-    return BarrelSettings(**values)
+    store_given = "store" in overrides or "BARREL_STORE" in environ
+    return BarrelSettings(**_combine(values, store_given))
+
+
+def _combine(values: dict[str, Any], store_given: bool) -> dict[str, Any]:
+    """Settings that depend on each other: the store follows a Redis bus."""
+    if values["bus"] == "zmq":
+        return values
+    # The embedded store is one per instance and publishes its changes through
+    # the zmq broadcaster, which a Redis bus does not start: with instances on
+    # several hosts the store must be shared too, so it follows the bus.
+    if not store_given:
+        return {**values, "store": values["bus"]}
+    if values["store"] == "embedded":
+        raise SettingsError(
+            "invalid barrel settings store='embedded' with bus="
+            f"{_safe(values['bus'])!r}: the embedded store needs the zmq bus; with a Redis "
+            "bus set store to a redis:// URL (the default: the bus's URL) or 'none'")
+    return values
+
+
+def _safe(url: str) -> str:
+    """``url`` with its password masked, for error messages."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return "<unparsable URL>"
+    return url.replace(f":{password}@", ":***@") if password else url
 
 
 def reference_table() -> str:

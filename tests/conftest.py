@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.harness import Client, Gunicorn, spread_clients
+from tests.redis_server import RedisServer
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -31,3 +32,13 @@ def per_worker(server: Gunicorn) -> Iterator[list[Client]]:
     yield list({c.pid: c for c in clients}.values())
     for c in clients:
         c.close()
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the module's own (tests/redis_server.py)."""
+    srv = RedisServer()
+    try:
+        yield srv.start()
+    finally:
+        srv.stop()

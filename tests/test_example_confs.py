@@ -7,13 +7,14 @@ import uuid
 import pytest
 
 from tests.harness import REPO, Gunicorn, spread_clients, wait_for
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
 
 def test_every_example_conf_is_tested() -> None:
     confs = sorted(p.name for p in (REPO / "example_confs").glob("*.py"))
-    assert confs == ["barrel_conf.py", "with_own_hooks.py"]
+    assert confs == ["barrel_conf.py", "redis_bus.py", "with_own_hooks.py"]
 
 
 def test_barrel_conf_lets_the_command_line_win() -> None:
@@ -50,3 +51,35 @@ def test_with_own_hooks_runs_user_and_barrel_hooks() -> None:
         assert log.index("own hook: on_exit ran") < log.index("barrel broadcaster stopped")
     finally:
         srv.stop()
+
+
+def test_redis_bus_joins_two_instances(redis_server: RedisServer) -> None:
+    # The file's namespace ("chat") is used; BARREL_BUS points it at the test's own Redis.
+    conf = REPO / "example_confs" / "redis_bus.py"
+    servers = [Gunicorn(workers=2, conf=conf, env={"BARREL_BUS": redis_server.url}) for _ in range(2)]
+    pubsub = redis_server.client.pubsub()
+    clients = []
+    try:
+        for srv in servers:
+            srv.start()
+            assert srv.broadcaster_pids() == [] and srv.store_pids() == []
+        clients = [c for srv in servers for c in spread_clients(srv.url, 2, per_worker=1)]
+        pubsub.psubscribe("barrel:bus:chat:*")
+        wait_for(lambda: pubsub.get_message(timeout=0.1) is not None, 10, "psubscribe confirmation")
+        token = uuid.uuid4().hex
+        clients[0].call("broadcast", {"token": token})
+        for c in clients:  # on both instances, once (the fence sent after it arrived after it)
+            wait_for(lambda c=c: {"token": token} in c.got("news"), 10, f"broadcast at {c.pid}")
+        fence = uuid.uuid4().hex
+        clients[-1].call("broadcast", {"token": fence})
+        for c in clients:
+            wait_for(lambda c=c: {"token": fence} in c.got("news"), 10, "fence")
+            assert c.got("news").count({"token": token}) == 1
+        seen = wait_for(lambda: pubsub.get_message(timeout=0.1), 10, "the frame on Redis")
+        assert seen["channel"] == b"barrel:bus:chat:sio:socketio"
+    finally:
+        pubsub.close()
+        for c in clients:
+            c.close()
+        for srv in servers:
+            srv.stop()

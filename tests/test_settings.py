@@ -20,7 +20,7 @@ NAMES = (
     "runtime_dir", "max_frame_size", "websocket_deflate", "websocket_deflate_min_size",
     "gap_timeout", "max_unacked",
     "client_queue_limit", "slow_client_policy", "store", "store_path", "store_durability",
-    "store_timeout", "store_max_value", "restart_delay",
+    "store_timeout", "store_max_value", "restart_delay", "bus", "bus_namespace",
 )
 KNOWN_LIST = "known settings: " + ", ".join(sorted(NAMES))
 
@@ -64,6 +64,8 @@ def test_defaults() -> None:
         store_timeout=5.0,
         store_max_value=64 * 1024,
         restart_delay=0.1,
+        bus="zmq",
+        bus_namespace="",
     )
     assert resolve({}, environ={}) == resolved
 
@@ -100,6 +102,13 @@ VALID: list[tuple[str, object, object]] = [
     ("restart_delay", 10, 10.0),
     ("restart_delay", "0.5", 0.5),
     ("restart_delay", 2.25, 2.25),
+    ("bus", "zmq", "zmq"),
+    ("bus", " redis://127.0.0.1:6379/0 ", "redis://127.0.0.1:6379/0"),
+    ("bus", "redis://redis.internal", "redis://redis.internal"),
+    ("bus", "rediss://user:pw@[::1]:6380/2", "rediss://user:pw@[::1]:6380/2"),
+    ("bus", "unix:///run/redis.sock?db=1", "unix:///run/redis.sock?db=1"),
+    ("bus_namespace", "chat-prod_2.eu", "chat-prod_2.eu"),
+    ("bus_namespace", "", ""),
 ]
 
 
@@ -229,6 +238,16 @@ BAD: list[tuple[str, object, str]] = [
     ("runtime_dir", "relative/dir", "must be an absolute path, got 'relative/dir'"),
     ("runtime_dir", "", "must be an absolute path"),
     ("runtime_dir", "/no/such/barrel/dir", "directory '/no/such/barrel/dir' does not exist"),
+    ("bus", "kafka", "expected 'zmq' or a redis://, rediss:// or unix:// URL, got 'kafka'"),
+    ("bus", "", "expected 'zmq' or a redis://"),
+    ("bus", "http://127.0.0.1:6379", "expected a redis://, rediss:// or unix:// URL"),
+    ("bus", "redis://127.0.0.1:port/0", "unparsable Redis URL 'redis://127.0.0.1:port/0'"),
+    ("bus", "redis://127.0.0.1:99999/0", "unparsable Redis URL"),
+    ("bus", "redis://:pw@/0", "a Redis URL needs a host"),
+    ("bus", "redis://h/zero", "the database in a Redis URL is a number"),
+    ("bus", "unix://", "a unix:// Redis URL needs a socket path"),
+    ("bus_namespace", "a:b", "expected up to 64 letters, digits"),
+    ("bus_namespace", "x" * 65, "expected up to 64 letters"),
 ]
 
 
@@ -277,6 +296,44 @@ def test_runtime_dir_too_long_for_unix_sockets(tmp_path: Path) -> None:
 def test_bad_env_value_is_reported_even_with_a_good_config_value() -> None:
     with pytest.raises(SettingsError, match="BARREL_MAX_FRAME_SIZE"):
         resolve({"max_frame_size": 2048}, environ={"BARREL_MAX_FRAME_SIZE": "big"})
+
+
+def test_a_bad_bus_url_does_not_show_its_password() -> None:
+    with pytest.raises(SettingsError) as info:
+        resolve({"bus": "redis://u:s3cret@h:port/0"}, environ={})
+    assert "s3cret" not in str(info.value)
+    assert "redis://u:***@h:port/0" in str(info.value)
+
+
+# --------------------------------------------------------------------------- bus and store
+
+
+def test_the_store_follows_a_redis_bus_by_default() -> None:
+    url = "redis://127.0.0.1:6379/3"
+    assert resolve({"bus": url}, environ={}).store == url
+    assert resolve(environ={"BARREL_BUS": url}).store == url
+    assert resolve({"bus": "zmq"}, environ={}).store == "embedded"
+
+
+def test_an_explicit_store_wins_over_the_bus() -> None:
+    bus = "redis://127.0.0.1:6379/0"
+    assert resolve({"bus": bus, "store": "none"}, environ={}).store == "none"
+    assert resolve({"bus": bus}, environ={"BARREL_STORE": "redis://other/1"}).store == "redis://other/1"
+
+
+@pytest.mark.parametrize("where", ["config", "env"])
+def test_embedded_store_with_a_redis_bus_is_refused(where: str) -> None:
+    overrides: dict[str, object] = {"bus": "redis://:pw@127.0.0.1:6379/0"}
+    environ = {}
+    if where == "config":
+        overrides["store"] = "embedded"
+    else:
+        environ["BARREL_STORE"] = "embedded"
+    with pytest.raises(SettingsError) as info:
+        resolve(overrides, environ=environ)
+    message = str(info.value)
+    assert "store='embedded'" in message and "bus='redis://:***@127.0.0.1:6379/0'" in message
+    assert "the embedded store needs the zmq bus" in message
 
 
 def test_settings_error_is_a_value_error() -> None:

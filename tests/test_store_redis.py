@@ -7,19 +7,16 @@ tests fail (CI installs it), they are not skipped.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
-from tests.harness import Client, Gunicorn, free_port, gunicorn, spread_clients, wait_for
+from tests.harness import Client, Gunicorn, gunicorn, spread_clients, wait_for
+from tests.redis_server import RedisServer
 
 # The checks that are the same on both backends run here too, with this
 # module's fixtures (a gunicorn on a redis-server of its own).
@@ -36,64 +33,6 @@ pytestmark = pytest.mark.integration
 
 WORKERS = 4
 STORE_TIMEOUT = 1.0
-
-
-class RedisServer:
-    """One redis-server process on a loopback port; restartable on the same port."""
-
-    def __init__(self, port: int | None = None) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed (apt-get install redis-server): the Redis "
-                        "store tests need it and must not be skipped", pytrace=False)
-        self.binary = binary
-        self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.log_path = Path(f"/tmp/barrel-test-redis-{self.port}.log")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2,
-                                  socket_connect_timeout=2)
-
-    def start(self, timeout: float = 10.0) -> RedisServer:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--daemonize", "no"],
-                stdout=log, stderr=subprocess.STDOUT,
-            )
-        wait_for(self._answers, timeout, f"redis-server on port {self.port} (log: {self.log_path})")
-        return self
-
-    def _answers(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"redis-server exited with {self.proc.returncode}:\n"
-                                 + self.log_path.read_text(errors="replace"))
-        try:
-            return bool(self.client.ping())
-        except redis.RedisError:
-            return False
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        self.client.close()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)  # in case a test left it stopped
-        self.kill()
-        self.log_path.unlink(missing_ok=True)
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    srv = RedisServer()
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import gevent
 import gevent.lock
@@ -40,6 +40,20 @@ _BROADCASTER_ALIVE_WITHIN = 0.5
 # that was paused, a gap filled) must let the clients' writers drain their
 # queues, or healthy clients would hit client_queue_limit.
 _YIELD_EVERY = 32
+
+
+class Bus(Protocol):
+    """What manager.py, events.py and the store need of a worker's bus, whatever its backend."""
+
+    origin: bytes
+    pid: int
+    counters: Counter[str]
+
+    def subscribe(self, channel: str, handler: Handler) -> None: ...
+
+    def publish(self, channel: str, payload: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class BusClosed(RuntimeError):
@@ -246,17 +260,23 @@ class BusClient:
         log.info("bus client %s closed; counters %s", self.pid, dict(self.counters))
 
 
-_current: BusClient | None = None
+_current: Bus | None = None
 
 
 def connect(runtime_dir: str, max_frame_size: int, **options: Any) -> BusClient:
     """Create this worker's bus client (replacing one inherited across fork)."""
+    client = BusClient(runtime_dir, max_frame_size, **options)
+    install(client)
+    return client
+
+
+def install(client: Bus) -> None:
+    """Make ``client`` this process's bus (another backend's ``connect`` calls this)."""
     global _current
-    _current = BusClient(runtime_dir, max_frame_size, **options)
-    return _current
+    _current = client
 
 
-def current() -> BusClient:
+def current() -> Bus:
     """This worker's bus client; a clear error when barrel hooks are missing."""
     if _current is None or _current.pid != os.getpid():
         raise RuntimeError(

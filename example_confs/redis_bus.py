@@ -1,0 +1,23 @@
+"""gunicorn config for instances on several hosts sharing one bus through Redis.
+
+    # the same file on every host (or several instances on one host, each with its own -b)
+    BARREL_BUS=redis://redis.internal:6379/0 \
+        gunicorn -c example_confs/redis_bus.py -b 0.0.0.0:8000 demos.chat.app:wsgi
+
+No broadcaster runs: every worker of every instance publishes to and
+subscribes at Redis. The store (gunicorn_barrel.store) follows the bus to the
+same Redis, so every instance sees the same keys. BARREL_* environment
+variables win over the values below, so the file needs no per-host edit.
+Load balancers: WebSocket needs nothing more; long-polling sessions must stick
+to one instance (barrel routes them between the workers of an instance).
+"""
+from gunicorn_barrel import hooks
+
+worker_class = "gunicorn_barrel.workers.BarrelWorker"
+workers = 4
+hooks.install(
+    globals(),
+    bus="redis://127.0.0.1:6379/0",
+    # Several apps may share one Redis: each has its own namespace.
+    bus_namespace="chat",
+)

@@ -1,0 +1,302 @@
+"""The per-worker bus client over Redis pub/sub (the ``bus`` setting is a Redis URL).
+
+Same interface and frames as the zmq BusClient (``wire.encode``: origin, a
+per-channel seq, msgpack), but no broadcaster: each bus channel is the Redis
+channel ``barrel:bus:<namespace>:<channel>`` and every worker of every
+instance PSUBSCRIBEs to ``barrel:bus:<namespace>:*``.
+
+Sending (``redis_sender``): publish() only queues; one greenlet pipelines the
+queue to Redis and keeps a frame until Redis answered, then in a replay window.
+
+Receiving: Redis pub/sub keeps nothing for a subscriber that is away (Redis
+restarted, unreachable, or this subscriber cut off for falling behind), so a
+worker can miss frames. It notices when a sender's next frame arrives with a
+later seq, holds the later frames back and asks that sender (a NACK on the
+bus channel ``\x00nack``) to publish the missing ones again from its replay
+window (``replay``). While a channel is active, its sender follows its last
+frame with a few "tick" frames (never delivered to handlers), so a loss at
+the end of its traffic is noticed too. What cannot be recovered within
+``gap_timeout`` is counted (``gaps``, ``frames_lost``) and skipped; each
+resubscription counts in ``bus_reconnects``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import gevent
+import gevent.lock
+import redis
+from gevent.event import Event
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from gunicorn_barrel.bus import client as bus_client
+from gunicorn_barrel.bus import wire
+from gunicorn_barrel.bus.client import BusClosed, Handler
+from gunicorn_barrel.bus.redis_sender import RedisSender
+from gunicorn_barrel.bus.replay import GapInbox, NackSchedule, ReplayWindow
+from gunicorn_barrel.bus.sequencing import Stream
+from gunicorn_barrel.store.redis_backend import safe_url
+
+log = logging.getLogger("gunicorn_barrel.bus")
+
+CHANNEL_PREFIX = "barrel:bus:"
+NACK_CHANNEL = "\x00nack"
+TICK_KEY = "\x00tick"  # the payload key of a tick frame; refused in user payloads
+_IO_TIMEOUT = 3.0  # a Redis command unanswered this long means the link is dead
+_IDLE_PING = 1.0  # the subscriber PINGs after this many silent seconds
+_TICK = 0.05  # the recovery greenlet's period: expire gaps, ask again for missing frames
+_NACK_FIRST, _NACK_MOST = 0.25, 2.0  # ask again for a gap still open after 0.25 s, 0.5, 1, 2, 2...
+_TICKS_EVERY = 0.5  # an active channel gets a tick frame this often...
+_TICKS_FOR = 2.0  # ...for this long after its last frame
+_REPLAY_FRAMES = 20_000
+_REPLAY_BYTES = 16 * 1024 * 1024
+_BACKOFF_FIRST = 0.05
+_BACKOFF_MAX = 1.0
+_YIELD_EVERY = 32  # as in the zmq client: bursts let the clients' writers drain
+_CLOSE_FLUSH = 2.0  # seconds close() waits for queued frames to be published
+
+
+class RedisBusClient:
+    """A worker's connection to the bus through Redis."""
+
+    def __init__(self, url: str, max_frame_size: int, namespace: str = "",
+                 max_unacked: int = 100_000, gap_timeout: float = 5.0) -> None:
+        self.url = safe_url(url)
+        self.max_frame_size = max_frame_size
+        self.origin = uuid.uuid4().bytes
+        self.pid = os.getpid()
+        self.counters: Counter[str] = Counter()
+        self.prefix = (CHANNEL_PREFIX + namespace + ":").encode()
+        self.inbox: GapInbox[wire.Frame] = GapInbox(gap_timeout, max_unacked, self.counters)
+        self.live = Event()  # set while the subscription is confirmed
+        self._handlers: dict[str, list[Handler]] = {}
+        self._seqs: dict[str, int] = {}  # channel -> last seq sent, numbered from 1
+        self._active: dict[str, float] = {}  # channel -> when this worker last published on it
+        self._nacks = NackSchedule(_NACK_FIRST, _NACK_MOST)
+        # The listener and the recovery greenlet both deliver: one at a time keeps the order.
+        self._in_order = gevent.lock.Semaphore()
+        self._closed = False
+        options: dict[str, Any] = {
+            "socket_timeout": _IO_TIMEOUT,
+            "socket_connect_timeout": _IO_TIMEOUT,
+            "retry": Retry(NoBackoff(), 0),  # the sender resends itself, in order
+        }
+        self._pub = redis.Redis(connection_pool=redis.ConnectionPool.from_url(
+            url, max_connections=1, **options))
+        self._sub = redis.Redis(connection_pool=redis.ConnectionPool.from_url(
+            url, max_connections=1, **options))
+        self.sender = RedisSender(self._pub, self.url, max_unacked, self.counters,
+                                  ReplayWindow(_REPLAY_FRAMES, _REPLAY_BYTES))
+        self._greenlets = [gevent.spawn(self._listen_forever), gevent.spawn(self.sender.run),
+                           gevent.spawn(self._recover_forever)]
+
+    # -- the interface of bus_client.Bus -------------------------------------
+
+    def subscribe(self, channel: str, handler: Handler) -> None:
+        """Call ``handler(frame)`` in the listener greenlet for each frame of ``channel``."""
+        if channel.startswith("\x00"):
+            raise ValueError("channels starting with NUL are reserved for the bus")
+        # Every channel of the namespace is already subscribed (one pattern):
+        # a handler added now hears every frame published after this call.
+        self._handlers.setdefault(channel, []).append(handler)
+
+    def publish(self, channel: str, payload: dict[str, Any]) -> None:
+        """Queue ``payload`` for every worker subscribed to ``channel``; never blocks.
+
+        Raises wire.FrameTooLarge / wire.WireError for a payload that cannot
+        travel, and BusClosed after close().
+        """
+        if self._closed:
+            raise BusClosed("the barrel bus client is closed")
+        if channel.startswith("\x00"):
+            raise ValueError("channels starting with NUL are reserved for the bus")
+        if isinstance(payload, dict) and TICK_KEY in payload:
+            raise ValueError("the payload key '\\x00tick' is reserved for the bus")
+        self._send(channel, payload)
+        self._active[channel] = time.monotonic()
+        self.counters["frames_pushed"] += 1
+
+    def _send(self, channel: str, payload: dict[str, Any]) -> None:
+        seq = self._seqs.get(channel, 0) + 1
+        topic, body = wire.encode(wire.Frame(channel, self.origin, seq, payload), self.max_frame_size)
+        self._seqs[channel] = seq  # only once the frame exists: no seq without a frame
+        self.sender.enqueue(channel, seq, self.prefix + topic, body)
+
+    def close(self) -> None:
+        """Publish what is queued (for up to 2 s), stop the greenlets, close the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self.sender.stopping = True
+        if self.sender.queue and not self.sender.idle.wait(_CLOSE_FLUSH):
+            log.warning("bus: %s frames not published to Redis at %s before exit",
+                        len(self.sender.queue), self.url)
+        gevent.killall(self._greenlets, block=True, timeout=1.0)
+        self._pub.close()
+        self._sub.close()
+        self._pub.connection_pool.disconnect()
+        self._sub.connection_pool.disconnect()
+        log.info("bus client %s closed; counters %s", self.pid, dict(self.counters))
+
+    # -- receiving -------------------------------------------------------------
+
+    def _listen_forever(self) -> None:
+        backoff = _BACKOFF_FIRST
+        was_live = failing = False
+        while not self._closed:
+            try:
+                self._listen_once(was_live, failing)
+            except (RedisError, OSError) as exc:
+                if self.live.is_set():
+                    log.warning("bus: lost the subscription to Redis at %s (%s); reconnecting. "
+                                "Frames published until it is back are lost here (counted "
+                                "in gaps/frames_lost)", self.url, exc)
+                elif not failing:
+                    log.error("bus: cannot subscribe at Redis %s (%s); retrying. This worker "
+                              "serves its own clients meanwhile", self.url, exc)
+                failing = True
+            except Exception:
+                log.exception("bus: the Redis listener failed; restarting it")
+            if self.live.is_set():
+                was_live, failing, backoff = True, False, _BACKOFF_FIRST
+                self.live.clear()
+            gevent.sleep(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    def _listen_once(self, was_live: bool, failing: bool) -> None:
+        pubsub = self._sub.pubsub()
+        try:
+            pubsub.psubscribe(self.prefix + b"*")
+            started = heard = time.monotonic()
+            ping_sent: float | None = None
+            while not self._closed:
+                message = pubsub.get_message(timeout=_IDLE_PING)
+                now = time.monotonic()
+                if message is None:
+                    if not self.live.is_set() and now - started > _IO_TIMEOUT:
+                        raise RedisTimeoutError(f"no subscription confirmation within {_IO_TIMEOUT} s")
+                    if ping_sent is not None and now - ping_sent > _IO_TIMEOUT:
+                        raise RedisTimeoutError(f"no answer to PING within {_IO_TIMEOUT} s")
+                    if ping_sent is None and now - heard > _IDLE_PING:
+                        pubsub.ping()
+                        ping_sent = now
+                    continue
+                heard, ping_sent = now, None
+                kind = message.get("type")
+                if kind == "pmessage":
+                    self._receive(message["channel"], message["data"])
+                elif kind == "psubscribe":
+                    if was_live:
+                        self.counters["bus_reconnects"] += 1
+                        log.warning("bus: subscription to Redis at %s is back", self.url)
+                    elif failing:
+                        log.warning("bus: Redis at %s is reachable; subscribed", self.url)
+                    self.live.set()
+        finally:
+            pubsub.close()
+
+    def _receive(self, channel: bytes, body: bytes) -> None:
+        try:
+            frame = wire.decode([channel[len(self.prefix):], body], self.max_frame_size)
+        except wire.WireError as exc:
+            self.counters["frames_refused"] += 1
+            log.warning("bus frame refused: %s", exc)
+            return
+        if frame.channel == NACK_CHANNEL:
+            self._on_nack(frame.payload)
+            return
+        stream = (frame.origin, frame.channel)
+        with self._in_order:
+            for ready in self.inbox.accept(stream, frame.seq, frame, time.monotonic()):
+                self._deliver(ready)
+        gap = self.inbox.gap(stream)
+        if gap is not None:
+            self._ask(stream, *gap, time.monotonic())
+
+    def _deliver(self, frame: wire.Frame) -> None:
+        handlers = self._handlers.get(frame.channel)
+        if not handlers or TICK_KEY in frame.payload:
+            return
+        self.counters["frames_delivered"] += 1
+        if self.counters["frames_delivered"] % _YIELD_EVERY == 0:
+            gevent.sleep(0)
+        for handler in handlers:
+            try:
+                handler(frame)
+            except Exception:
+                log.exception("bus handler for %s failed", frame.channel)
+
+    # -- recovery --------------------------------------------------------------
+
+    def _ask(self, stream: Stream, first: int, last: int, now: float) -> None:
+        """Ask the sender of ``stream`` to publish first..last again (unless asked just now)."""
+        if not self.live.is_set() or not self._nacks.due(stream, first, last, now):
+            return  # a request made while unsubscribed could not be answered here
+        self.counters["nacks_sent"] += 1
+        nack = {"origin": stream[0], "channel": stream[1], "first": first, "last": last}
+        topic, body = wire.encode(wire.Frame(NACK_CHANNEL, self.origin, 0, nack), self.max_frame_size)
+        self.sender.enqueue(NACK_CHANNEL, 0, self.prefix + topic, body, fresh=False)
+
+    def _on_nack(self, nack: dict[str, Any]) -> None:
+        if nack.get("origin") != self.origin:
+            return  # another sender's gap
+        channel, first, last = nack.get("channel"), nack.get("first"), nack.get("last")
+        if not (isinstance(channel, str) and isinstance(first, int) and isinstance(last, int)
+                and 0 < first <= last < 2**64):
+            self.counters["frames_refused"] += 1
+            return
+        # Older frames than the window's size cannot be kept: count them, look up the rest.
+        oldest = max(first, last - _REPLAY_FRAMES + 1)
+        self.counters["replay_misses"] += oldest - first
+        self.sender.replay(channel, oldest, last, time.monotonic())
+
+    def _recover_forever(self) -> None:
+        """Skip gaps that waited gap_timeout, ask again for open ones, tick active channels."""
+        next_ticks = 0.0
+        while not self._closed:
+            gevent.sleep(_TICK)
+            now = time.monotonic()
+            skipped = self.counters["gaps"]
+            with self._in_order:
+                for frame in self.inbox.expire(now):
+                    self._deliver(frame)
+            if self.counters["gaps"] > skipped:
+                stream, first, last = self.inbox.gap_log[-1]
+                log.warning("bus gap: frames %s..%s of %s/%s could not be recovered (%s gaps so far)",
+                            first, last, stream[0].hex(), stream[1], self.counters["gaps"])
+            open_gaps = list(self.inbox.gaps())
+            self._nacks.forget_closed({stream for stream, _first, _last in open_gaps})
+            for stream, first, last in open_gaps:
+                self._ask(stream, first, last, now)
+            if now >= next_ticks:
+                next_ticks = now + _TICKS_EVERY
+                self._tick_active_channels(now)
+
+    def _tick_active_channels(self, now: float) -> None:
+        # A tick is a frame of the channel's sequence that no handler sees:
+        # a receiver that missed the channel's last frames sees the gap it leaves.
+        for channel, last in list(self._active.items()):
+            if now - last > _TICKS_FOR:
+                del self._active[channel]
+            else:
+                self._send(channel, {TICK_KEY: 1})
+
+
+def connect(url: str, max_frame_size: int, namespace: str = "", max_unacked: int = 100_000,
+            gap_timeout: float = 5.0, wait: float = _IO_TIMEOUT) -> RedisBusClient:
+    """Create this worker's Redis bus client and wait (up to ``wait`` s) for its subscription."""
+    client = RedisBusClient(url, max_frame_size, namespace, max_unacked, gap_timeout)
+    bus_client.install(client)
+    if not client.live.wait(wait):
+        log.error("bus: Redis at %s did not confirm the subscription within %s s; this worker "
+                  "serves its own clients and keeps trying (frames to others are queued, up "
+                  "to max_unacked)", client.url, wait)
+    return client
