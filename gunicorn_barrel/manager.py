@@ -45,13 +45,18 @@ def _new_host_ids_after_fork() -> None:
 
 
 def _new_host_id() -> str:
-    # The pid in front lets an ack travel to the one worker waiting for it.
-    return f"{os.getpid()}.{uuid.uuid4().hex}"
+    # "<worker>|<random>": an ack travels to the one worker waiting for it,
+    # named by its instance's tag and its pid (see BarrelManager._channel_for).
+    try:
+        worker = f"{routing.instance_tag()}.{os.getpid()}"
+    except RuntimeError:  # a --preload app, before on_starting: renamed after fork
+        worker = "-"
+    return f"{worker}|{uuid.uuid4().hex}"
 
 
-def _pid_of_host(host_id: object) -> int | None:
-    head = host_id.partition(".")[0] if isinstance(host_id, str) else ""
-    return int(head) if head.isdigit() else None
+def _worker_of_host(host_id: object) -> str | None:
+    worker = host_id.partition("|")[0] if isinstance(host_id, str) else ""
+    return worker if "." in worker else None
 
 
 os.register_at_fork(after_in_child=_new_host_ids_after_fork)
@@ -92,7 +97,7 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
         # Pids repeat across hosts: the instance's tag makes the name unique
         # on a bus shared by several instances.
         self.bus_channel = "sio:" + channel
-        self._worker_channel_format = "sio@{tag}.{pid}:" + channel
+        self._worker_channel_format = "sio@{worker}:" + channel
         self._attached_pid: int | None = None
         _instances.add(self)
 
@@ -107,7 +112,7 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
         bus = bus_client.current()
         if self._attached_pid != os.getpid() and not self.write_only:
             bus.subscribe(self.bus_channel, self._on_frame)
-            bus.subscribe(self._worker_channel(os.getpid()), self._on_frame)
+            bus.subscribe(self._own_channel(), self._on_frame)
             self._attached_pid = os.getpid()
         return bus
 
@@ -155,7 +160,7 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
         # Publish first: a frame that cannot travel (too large, not
         # encodable) raises here, before any client got the message. An
         # emit to a sid of this worker needs no bus at all.
-        if self._single_receiver(message) != os.getpid():
+        if self._channel_for(message) != self._own_channel():
             self._publish(message)
         self._deliver(message)
 
@@ -183,25 +188,27 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
                 self.server._send_eio_packet(eio_sid, eio_pkt)
 
     def _publish(self, data: dict[str, Any]) -> None:
-        pid = self._single_receiver(data)
-        channel = self.bus_channel if pid is None else self._worker_channel(pid)
-        self._attach().publish(channel, data)
+        self._attach().publish(self._channel_for(data), data)
 
-    def _worker_channel(self, pid: int) -> str:
-        return self._worker_channel_format.format(tag=routing.instance_tag(), pid=pid)
+    def _own_channel(self) -> str:
+        return self._worker_channel_format.format(worker=f"{routing.instance_tag()}.{os.getpid()}")
 
-    def _single_receiver(self, message: dict[str, Any]) -> int | None:
-        """The pid of the one worker a message concerns, when there is one."""
+    def _channel_for(self, message: dict[str, Any]) -> str:
+        """The channel of a message: the one worker's it concerns, if there is one, else everyone's."""
         method = message.get("method")
-        if method == "callback":
-            return _pid_of_host(message.get("host_id"))
+        if method == "callback":  # to the worker waiting for the ack, on any instance
+            worker = _worker_of_host(message.get("host_id"))
+            return self.bus_channel if worker is None else self._worker_channel_format.format(worker=worker)
+        target = None
         if method in ("disconnect", "enter_room", "leave_room"):
-            sid = message.get("sid")
-            return routing.owner_of(sid) if isinstance(sid, str) else None
-        room = message.get("room")
-        if method == "emit" and isinstance(room, str):
-            return routing.owner_of(room)  # a sid (MAC-checked), or None for a named room
-        return None
+            target = message.get("sid")
+        elif method == "emit":
+            target = message.get("room")  # a sid is a room too
+        # owner_of checks the sid's MAC: only sids of this instance have a known owner.
+        pid = routing.owner_of(target) if isinstance(target, str) else None
+        if pid is None:
+            return self.bus_channel
+        return self._worker_channel_format.format(worker=f"{routing.instance_tag()}.{pid}")
 
     def _listen(self) -> Any:  # pragma: no cover - the bus client listens for us
         raise NotImplementedError("BarrelManager receives through the worker's bus client")
