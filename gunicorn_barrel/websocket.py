@@ -13,7 +13,7 @@ import weakref
 from typing import Any
 from urllib.parse import parse_qs
 
-from gunicorn_barrel.ws.server import BarrelWebSocket, batch_writes
+from gunicorn_barrel.ws.server import BarrelWebSocket, engineio_fast_paths
 
 # engine.io sid -> the client's socket while its WebSocket is open, so that a
 # slow client can be cut off (see backpressure).
@@ -40,4 +40,4 @@ def use_barrel_websocket(deflate_min_size: int = 1024) -> None:
     # Mutate in place: servers created before this call (--preload) hold a
     # reference to this very dict.
     engineio_gevent._async["websocket"] = BarrelWebSocket
-    batch_writes()
+    engineio_fast_paths()

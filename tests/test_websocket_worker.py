@@ -213,19 +213,21 @@ def test_engineio_heartbeat_on_timers() -> None:
     """Pings come every ping_interval; a client that stops answering them is dropped."""
     env = {"TEST_PING_INTERVAL": "0.5", "TEST_PING_TIMEOUT": "1"}
     with gunicorn(workers=2, env=env) as srv:
-        ws = RawWebSocket(srv.port)
         silent = RawWebSocket(srv.port)
         try:
-            ws.connect_socketio()
             silent.connect_socketio()
-            for _ in range(3):
-                assert ws.next_message() == "2"  # engine.io PING
-                ws.send_text("3")  # PONG
-            assert silent.next_message() == "2"
-            # No PONG: the server closes the session (close frame, then EOF).
+            assert silent.next_message() == "2"  # engine.io PING, never answered
+            # The server closes the session (close frame, then EOF).
             assert _close_code(silent) == 1000
+        finally:
+            silent.close()
+        ws = RawWebSocket(srv.port)
+        try:
+            ws.connect_socketio()
+            for _ in range(4):  # answered pings keep it open past the timeout
+                assert ws.next_message() == "2"
+                ws.send_text("3")  # PONG
             ws.send_text('42["broadcast","still here"]')
             wait_for(lambda: ws.next_message() == '42["news","still here"]', 10, "the client served")
         finally:
             ws.close()
-            silent.close()

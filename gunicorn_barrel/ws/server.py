@@ -93,7 +93,7 @@ class BarrelWebSocket:
             self.on_open(environ, sock)
         eio_socket = getattr(self.handler, "__self__", None)
         if eio_socket is not None:
-            eio_socket.barrel_websocket = self  # see batch_writes()
+            eio_socket.barrel_websocket = self  # see engineio_fast_paths()
         try:
             self.handler(self)
         finally:
@@ -125,7 +125,7 @@ class BarrelWebSocket:
         self._write(data)
 
     def writer_took(self, count: int) -> None:
-        """engine.io's writer took ``count`` packets to send (see batch_writes)."""
+        """engine.io's writer took ``count`` packets to send (see engineio_fast_paths)."""
         self.flush()
         self._unsent = count
         self._batching = count > 1
@@ -136,6 +136,43 @@ class BarrelWebSocket:
             data = b"".join(self._pending)
             self._pending.clear()
             self._try_write(data)  # a broken connection shows at the next send()
+
+    def send_now(self, pkt: Any) -> bool:
+        """Write engine.io packet ``pkt`` at once if nothing is queued or in flight before it.
+
+        False means: queue it the usual way (the writer greenlet sends it).
+        The frame is built once per packet and kept on it: python-socketio
+        sends one Packet object to all the clients of a broadcast.
+        """
+        if self._busy or self._unsent or self._raw is None or self._close_sent:
+            return False
+        data = pkt.__dict__.get("barrel_frame")
+        if data is None:
+            encoded = pkt.encode()
+            if isinstance(encoded, str):
+                data = frames.frame(frames.OP_TEXT, encoded.encode("utf-8"))
+            else:
+                data = frames.frame(frames.OP_BINARY, encoded)
+            pkt.barrel_frame = data
+        if self._compress and len(data) >= self.deflate_min_size:
+            return False  # goes compressed, through the writer
+        try:
+            sent = self._raw.send(data)
+        except OSError:  # full, or broken (the reader or the writer will see it)
+            return False
+        if sent < len(data):
+            self._busy = True  # nothing may overtake the rest
+            gevent.spawn(self._write_rest, data[sent:])
+        return True
+
+    def _write_rest(self, rest: bytes) -> None:
+        with self._write_lock:
+            try:
+                self._sock.sendall(rest)
+            except OSError:
+                self._closed = self._close_sent = True
+            finally:
+                self._busy = False
 
     def wait(self) -> str | bytes | None:
         """The next message from the client, or None when the connection is over."""
@@ -211,19 +248,24 @@ class BarrelWebSocket:
             self._closed = self._close_sent = True
 
 
-def batch_writes() -> None:
-    """Let engine.io's WebSocket writer send each batch of queued packets in one system call.
+def engineio_fast_paths() -> None:
+    """Two shortcuts in engine.io's WebSocket sending; neither changes the order of packets.
 
-    The writer takes every packet queued for a client (``Socket.poll``), then
-    sends them one by one: under load (a burst of broadcasts) many small
-    writes per client. Told the batch size, BarrelWebSocket joins them. A
-    system call per message and client is what a broadcast costs most.
+    - Direct write: a packet for an upgraded client with nothing queued or in
+      flight is written at once by the caller (one non-blocking send of a
+      frame shared by every receiver), instead of queueing it and waking
+      the client's writer greenlet. The common case while a server keeps up:
+      the broadcast's last client gets it sooner, at less CPU.
+    - Batched write: when packets did queue up (a client's socket was full,
+      a burst), the writer takes them all (``Socket.poll``) and sends them
+      one by one; told how many, the WebSocket joins them into one write.
     """
+    from engineio.packet import PING
     from engineio.socket import Socket
 
-    if getattr(Socket.poll, "__barrel_batch__", False):
+    if getattr(Socket.poll, "__barrel_fast__", False):
         return
-    original_poll = Socket.poll
+    original_poll, original_send = Socket.poll, Socket.send
 
     def poll(self: Any) -> Any:
         ws = self.__dict__.get("barrel_websocket")
@@ -235,5 +277,14 @@ def batch_writes() -> None:
             ws.writer_took(len(packets))
         return packets
 
-    poll.__barrel_batch__ = True  # type: ignore[attr-defined]
-    Socket.poll = poll
+    def send(self: Any, pkt: Any) -> None:
+        ws = self.__dict__.get("barrel_websocket")
+        # PINGs always queue: the writer waits on its queue for at most
+        # ping_interval + ping_timeout, then takes the client for dead.
+        if (ws is not None and pkt.packet_type != PING and self.upgraded and not self.closed
+                and not self.queue.qsize() and ws.send_now(pkt)):
+            return
+        original_send(self, pkt)
+
+    poll.__barrel_fast__ = send.__barrel_fast__ = True  # type: ignore[attr-defined]
+    Socket.poll, Socket.send = poll, send
