@@ -5,6 +5,8 @@ tests/js/sio_client.mjs connects the clients and answers JSON-line commands.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +48,24 @@ class NodeClients(JsonLinesProcess):
 
     def __enter__(self) -> NodeClients:
         return self
+
+
+@contextmanager
+def spread_node_clients(
+    srv: Gunicorn, transports: str, count: int, stderr_path: Path, workers: int = 2, attempts: int = 5
+) -> Iterator[tuple[NodeClients, list[dict[str, Any]]]]:
+    """NodeClients whose ``count`` clients are held by at least ``workers`` workers.
+
+    Idle gunicorn workers accept unevenly (one may take every connection of
+    a quick burst): when that happens the clients are closed and opened again.
+    """
+    for _attempt in range(attempts):
+        js = NodeClients(srv.url, transports, count, stderr_path)
+        try:
+            clients = list(js.expect("ready", STARTUP_TIMEOUT + 10)["clients"])
+            if len({c["pid"] for c in clients}) >= workers:
+                yield js, clients
+                return
+        finally:
+            js.stop()
+    raise AssertionError(f"{count} node clients never spread over {workers} workers in {attempts} tries")

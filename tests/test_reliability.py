@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import signal
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from tests.node_clients import (
     STARTUP_TIMEOUT,
     NodeClients,
     all_workers_serving,
+    spread_node_clients,
 )
 
 pytestmark = [
@@ -65,20 +68,19 @@ def _progress(js: NodeClients, tags: list[str], skip: frozenset[int] = frozenset
                 for i, s in enumerate(_streams(js)) if i not in skip for tag in tags), default=0)
 
 
-def _receivers(js: NodeClients, srv: Gunicorn) -> list[dict[str, Any]]:
-    clients = list(js.expect("ready", STARTUP_TIMEOUT + 10)["clients"])
-    spread = Counter(c["pid"] for c in clients)
-    print("receivers per worker:", dict(spread))
-    assert len(spread) >= 2, spread  # receivers on several workers (idle accepts are uneven)
-    assert js.ask("join_stream", "joined")
-    return clients
+@contextmanager
+def _receivers(srv: Gunicorn, tmp_path: Path) -> Iterator[tuple[NodeClients, list[dict[str, Any]]]]:
+    """RECEIVERS node clients on several workers, in the "stream" room."""
+    with spread_node_clients(srv, "websocket", RECEIVERS, tmp_path / "node.stderr") as (js, clients):
+        print("receivers per worker:", dict(Counter(c["pid"] for c in clients)))
+        assert js.ask("join_stream", "joined")
+        yield js, clients
 
 
 def test_broadcaster_sigkilled_five_times_under_load_loses_nothing(tmp_path: Path) -> None:
     with gunicorn(workers=WORKERS) as srv:
         all_workers_serving(srv)
-        with NodeClients(srv.url, "websocket", RECEIVERS, tmp_path / "node.stderr") as js:
-            _receivers(js, srv)
+        with _receivers(srv, tmp_path) as (js, _clients):
             senders, clients = _one_sender_per_worker(srv)
             try:
                 tags = _start_streams(senders)
@@ -108,8 +110,7 @@ def test_broadcaster_sigkilled_five_times_under_load_loses_nothing(tmp_path: Pat
 def test_worker_sigkilled_under_load_others_lose_nothing(tmp_path: Path) -> None:
     with gunicorn(workers=WORKERS) as srv:
         all_workers_serving(srv)
-        with NodeClients(srv.url, "websocket", RECEIVERS, tmp_path / "node.stderr") as js:
-            receivers = _receivers(js, srv)
+        with _receivers(srv, tmp_path) as (js, receivers):
             senders, clients = _one_sender_per_worker(srv)
             try:
                 tags = _start_streams(senders)
@@ -240,8 +241,7 @@ def test_a_stalled_worker_costs_the_others_nothing(tmp_path: Path) -> None:
     """A worker frozen (SIGSTOP) while 2,000 msg/s flow: the others keep the rate, it catches up."""
     with gunicorn(workers=WORKERS) as srv:
         all_workers_serving(srv)
-        with NodeClients(srv.url, "websocket", RECEIVERS, tmp_path / "node.stderr") as js:
-            receivers = _receivers(js, srv)
+        with _receivers(srv, tmp_path) as (js, receivers):
             spread = Counter(r["pid"] for r in receivers)
             stalled = spread.most_common()[-1][0]  # a worker holding receivers, the fewest
             stalled_receivers = frozenset(i for i, r in enumerate(receivers) if r["pid"] == stalled)
