@@ -53,7 +53,8 @@ class _Instance:
 _instance: _Instance | None = None
 
 # Settings the running side processes were started with; HUP cannot change them.
-_FIXED_AT_START = ("runtime_dir", "max_frame_size", "store", "store_path", "store_durability")
+_FIXED_AT_START = ("runtime_dir", "max_frame_size", "store", "store_path", "store_durability",
+                   "federation_listen", "federation_peers", "federation_keys", "federation_queue_limit")
 
 
 def active_settings() -> barrel_settings.BarrelSettings | None:
@@ -79,7 +80,7 @@ def _side_processes(
     common = (rdir, settings, server.log, server.cfg.uid, server.cfg.gid)
     procs = [SideProcessSupervisor(
         "broadcaster", "gunicorn_barrel.bus.broadcaster",
-        ["--max-frame-size", str(settings.max_frame_size)], *common,
+        ["--max-frame-size", str(settings.max_frame_size), *_federation_args(settings)], *common,
     )]
     if settings.store == "embedded":
         procs.append(SideProcessSupervisor(
@@ -90,6 +91,15 @@ def _side_processes(
             *common,
         ))
     return procs
+
+
+def _federation_args(settings: barrel_settings.BarrelSettings) -> list[str]:
+    if not settings.federation_listen and not settings.federation_peers:
+        return []
+    return ["--federation-listen", settings.federation_listen,
+            "--federation-peers", settings.federation_peers,
+            "--federation-keys", settings.federation_keys,
+            "--federation-queue-limit", str(settings.federation_queue_limit)]
 
 
 def on_starting(server: Any) -> None:

@@ -94,6 +94,34 @@ def _existing_dir(raw: object) -> str:
     return path
 
 
+def _tcp_endpoint_or_off(raw: object) -> str:
+    value = str(raw).strip()
+    if value and not _is_tcp(value):
+        raise ValueError(f"expected tcp://HOST:PORT or an empty string (off), got {raw!r}")
+    return value
+
+
+def _peer_list(raw: object) -> str:
+    value = str(raw).strip()
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, endpoint = item.partition("=")
+        if not sep or not name.strip() or not _is_tcp(endpoint.strip()):
+            raise ValueError(f"expected NAME=tcp://HOST:PORT[,...], got {item!r}")
+    return value
+
+
+def _is_tcp(endpoint: str) -> bool:
+    host, sep, port = endpoint.removeprefix("tcp://").rpartition(":")
+    return endpoint.startswith("tcp://") and bool(sep and host) and port.isdigit()
+
+
+def _dir_or_off(raw: object) -> str:
+    path = str(raw).strip()
+    if path and not os.path.isdir(path):
+        raise ValueError(f"directory {path!r} does not exist (make keys with gunicorn-barrel-keys)")
+    return os.path.abspath(path) if path else ""
+
+
 def _default_runtime_base() -> str:
     return tempfile.gettempdir()
 
@@ -211,6 +239,37 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds the supervisor waits before restarting a broadcaster that "
         "died (doubled while it keeps dying within 2 s of its start, up to 2 s).",
     ),
+    Setting(
+        "federation_listen",
+        _tcp_endpoint_or_off,
+        lambda: "",
+        "tcp://HOST:PORT on which the broadcaster accepts federation links from peer "
+        "broadcasters, hubs and emitters (CURVE-authenticated). Empty (default): off.",
+    ),
+    Setting(
+        "federation_peers",
+        _peer_list,
+        lambda: "",
+        "Peers this broadcaster dials, as NAME=tcp://HOST:PORT,... where NAME is the "
+        "peer's public key file peers/NAME.key in federation_keys. Configure each link "
+        "on one side only. Empty (default): none.",
+    ),
+    Setting(
+        "federation_keys",
+        _dir_or_off,
+        lambda: "",
+        "Key directory for federation links: this broadcaster's NAME.key_secret and the "
+        "peers' public keys in peers/ (made by gunicorn-barrel-keys). Required with "
+        "federation_listen or federation_peers.",
+    ),
+    Setting(
+        "federation_queue_limit",
+        _int_between(100, 10_000_000),
+        lambda: 100_000,
+        "Frames a broadcaster keeps per federation link until the peer acknowledges them "
+        "(resent when the link heals); past it the oldest is dropped and counted "
+        "(federation_frames_dropped). Default 100000.",
+    ),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -233,6 +292,10 @@ class BarrelSettings:
     store_timeout: float
     store_max_value: int
     restart_delay: float
+    federation_listen: str
+    federation_peers: str
+    federation_keys: str
+    federation_queue_limit: int
 
 
 def _unknown(name: str, where: str) -> SettingsError:
@@ -271,6 +334,9 @@ def resolve(
             values[setting.name] = _parse_one(setting, environ[setting.env], setting.env)
         elif setting.name not in values:
             values[setting.name] = _parse_one(setting, setting.default(), "default")
+    if (values["federation_listen"] or values["federation_peers"]) and not values["federation_keys"]:
+        raise SettingsError("barrel setting federation_keys is required with federation_listen "
+                            "or federation_peers (make keys with gunicorn-barrel-keys)")
     return BarrelSettings(**values)
 
 

@@ -19,6 +19,7 @@ NAMES = (
     "runtime_dir", "max_frame_size", "websocket_deflate", "gap_timeout", "max_unacked",
     "client_queue_limit", "slow_client_policy", "store", "store_path", "store_durability",
     "store_timeout", "store_max_value", "restart_delay",
+    "federation_listen", "federation_peers", "federation_keys", "federation_queue_limit",
 )
 KNOWN_LIST = "known settings: " + ", ".join(sorted(NAMES))
 
@@ -61,6 +62,10 @@ def test_defaults() -> None:
         store_timeout=5.0,
         store_max_value=64 * 1024,
         restart_delay=0.1,
+        federation_listen="",
+        federation_peers="",
+        federation_keys="",
+        federation_queue_limit=100_000,
     )
     assert resolve({}, environ={}) == resolved
 
@@ -135,7 +140,7 @@ def test_all_settings_together(short_dir: str) -> None:
     )
     assert resolved == settings.BarrelSettings(
         short_dir, 2048, True, 2.0, 500, 50, "drop_oldest", "embedded",
-        os.path.abspath("barrel-store.sqlite3"), "process", 5.0, 64 * 1024, 1.5,
+        os.path.abspath("barrel-store.sqlite3"), "process", 5.0, 64 * 1024, 1.5, "", "", "", 100_000,
     )
 
 
@@ -294,3 +299,27 @@ def test_reference_table_documents_every_setting() -> None:
 def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.rst").read_text()
     assert settings.reference_table().strip() in readme
+
+
+# --------------------------------------------------------------------------- federation
+
+
+@pytest.mark.parametrize("name, value", [
+    ("federation_listen", "127.0.0.1:7000"),
+    ("federation_listen", "tcp://127.0.0.1"),
+    ("federation_peers", "tcp://127.0.0.1:7000"),
+    ("federation_peers", "b=udp://127.0.0.1:7000"),
+    ("federation_keys", "/nonexistent/barrel-keys"),
+    ("federation_queue_limit", "10"),
+])
+def test_bad_federation_settings_are_refused_with_their_name(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"invalid barrel setting {name} "):
+        resolve({name: value}, environ={})
+
+
+def test_federation_needs_keys(short_dir: str) -> None:
+    with pytest.raises(SettingsError, match="federation_keys is required"):
+        resolve({"federation_listen": "tcp://127.0.0.1:7000"}, environ={})
+    resolved = resolve({"federation_peers": "b=tcp://10.1.2.3:7000, c=tcp://[::1]:7001"},
+                       environ={"BARREL_FEDERATION_KEYS": short_dir})
+    assert resolved.federation_keys == short_dir

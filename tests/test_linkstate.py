@@ -1,0 +1,127 @@
+"""Unit tests of the federation link protocol and state (gunicorn_barrel.bus.linkstate), sans-io."""
+from __future__ import annotations
+
+import os
+import random
+from collections import Counter
+
+import pytest
+
+from gunicorn_barrel.bus import keys, linkstate
+from gunicorn_barrel.bus.federation import parse_peers
+
+EPOCH = b"e" * 16
+
+
+def test_messages_round_trip() -> None:
+    hello = linkstate.Hello(EPOCH, "node-key", False, b"a" * 16, 2**40)
+    assert linkstate.decode(linkstate.encode_hello(hello)) == hello
+    data = linkstate.decode(linkstate.encode_data(EPOCH, 7, 3, [b"sio:x", b"body"]))
+    assert data == linkstate.Data(EPOCH, 7, 3, [b"sio:x", b"body"])
+
+
+@pytest.mark.parametrize("parts", [
+    [], [b"X"], [b"H", EPOCH], [b"D", EPOCH, b"\0" * 8, b"\0" * 8, b"t"],
+    [b"D", b"short", b"\0" * 8, b"\0" * 8, b"t", b"b"],
+    [b"D", EPOCH, b"\0" * 7, b"\0" * 8, b"t", b"b"],
+    [b"H", EPOCH, b"n", b"2", b"", b"\0" * 8],
+    [b"H", EPOCH, b"", b"1", b"", b"\0" * 8],
+    [b"H", EPOCH, b"\xff", b"1", b"", b"\0" * 8],
+])
+def test_malformed_messages_are_refused(parts: list[bytes]) -> None:
+    with pytest.raises(linkstate.LinkMessageError):
+        linkstate.decode(parts)
+
+
+def test_outgoing_keeps_until_acked_and_resends_in_order() -> None:
+    counters: Counter[str] = Counter()
+    out = linkstate.Outgoing(EPOCH, 100, counters)
+    for i in range(5):
+        out.add([b"sio:x", bytes([i])], now=0.0)
+    out.ack(b"old-epoch-xxxxxx", 5)  # an ack meant for a previous run changes nothing
+    assert len(out.unacked) == 5
+    out.ack(EPOCH, 2)
+    resent = [linkstate.decode(m) for m in out.resend(now=1.0)]
+    assert [(d.seq, d.base) for d in resent] == [(3, 3), (4, 3), (5, 3)]  # type: ignore[union-attr]
+    assert out.resend(now=1.5, older_than=1.0) == []
+    assert len(out.resend(now=2.0, older_than=1.0)) == 3
+    assert counters["federation_frames_resent"] == 6
+
+
+def test_outgoing_bound_drops_the_oldest_and_counts() -> None:
+    counters: Counter[str] = Counter()
+    out = linkstate.Outgoing(EPOCH, 100, counters)
+    for i in range(150):
+        out.add([b"sio:x", b"%d" % i], now=0.0)
+    assert len(out.unacked) == 100 and next(iter(out.unacked)) == 51
+    assert counters["federation_frames_dropped"] == 50
+    assert out.base() == 51
+
+
+def test_incoming_acks_the_contiguous_prefix_and_restarts_with_the_sender() -> None:
+    inc = linkstate.Incoming()
+    for seq in (1, 2, 4, 5):
+        inc.received(EPOCH, seq, base=1)
+    assert inc.contiguous == 2
+    inc.received(EPOCH, 3, base=1)
+    assert inc.contiguous == 5
+    # A receiver that restarted: the sender's base says where the unacked part starts.
+    fresh = linkstate.Incoming()
+    fresh.received(EPOCH, 500, base=450)
+    assert fresh.contiguous == 449
+    # The sender restarted: its numbering starts again.
+    fresh.received(b"n" * 16, 1, base=1)
+    assert (fresh.epoch, fresh.contiguous) == (b"n" * 16, 1)
+
+
+def test_seen_filter_passes_each_frame_once_in_any_order() -> None:
+    seen = linkstate.SeenFilter(window=1000)
+    # Shuffled within blocks of 500 (less than the window), and everything twice.
+    rng = random.Random(1)
+    order = [s for start in range(1, 3001, 500) for s in rng.sample(range(start, start + 500), 500)]
+    passed = [s for s in order + order if seen.first_time(b"o", b"sio:x", s, 0.0)]
+    assert sorted(passed) == list(range(1, 3001))
+
+
+def test_seen_filter_memory_is_bounded_and_streams_expire() -> None:
+    seen = linkstate.SeenFilter(window=100, ttl=10.0)
+    for s in range(1, 100_000, 2):  # every other frame never arrives
+        assert seen.first_time(b"o", b"sio:x", s, 0.0)
+    stream = seen._streams[(b"o", b"sio:x")]
+    assert len(stream.seen) <= 125
+    assert not seen.first_time(b"o", b"sio:x", 3, 0.0)  # older than the window: taken as seen
+    # A stream first heard mid-way accepts earlier frames that come later by another path.
+    assert seen.first_time(b"p", b"sio:x", 5000, 0.0)
+    assert seen.first_time(b"p", b"sio:x", 4990, 0.0)
+    seen.expire(now=100.0)
+    assert len(seen) == 0
+
+
+def test_federated_channels() -> None:
+    assert linkstate.federated(b"sio:socketio") and linkstate.federated(b"ev:x")
+    assert not linkstate.federated(b"store") and not linkstate.federated(b"\x00hb")
+
+
+def test_parse_peers() -> None:
+    assert parse_peers(" b=tcp://h:1, c=tcp://[::1]:2 ,") == [("b", "tcp://h:1"), ("c", "tcp://[::1]:2")]
+    for bad in ("tcp://h:1", "=tcp://h:1", "b=ipc://x"):
+        with pytest.raises(ValueError):
+            parse_peers(bad)
+
+
+def test_keys_generate_and_load(tmp_path: os.PathLike[str]) -> None:
+    a, b = os.path.join(tmp_path, "a"), os.path.join(tmp_path, "b")
+    keys.generate(a, "hosta")
+    keys.generate(b, "hostb")
+    assert oct(os.stat(os.path.join(a, "hosta.key_secret")).st_mode & 0o777) == "0o600"
+    with pytest.raises(keys.KeyFileError, match="exists"):
+        keys.generate(a, "hosta")
+    os.replace(os.path.join(b, "hostb.key"), os.path.join(a, "peers", "hostb.key"))
+    ring = keys.load(a)
+    assert set(ring.peers) == {"hostb"} and ring.is_authorized(ring.peers["hostb"])
+    assert not ring.is_authorized(ring.public)
+    keys.generate(a, "second")
+    with pytest.raises(keys.KeyFileError, match="exactly one"):
+        keys.load(a)
+    with pytest.raises(keys.KeyFileError, match="does not exist"):
+        keys.load(os.path.join(tmp_path, "nope"))
