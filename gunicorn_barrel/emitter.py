@@ -101,14 +101,24 @@ class Emitter:
         # Raises WireError / FrameTooLarge here, for a message that cannot travel.
         parts = wire.encode(wire.Frame(channel, self.origin, self._seqs[channel], payload),
                             self.max_frame_size)
-        self._try_send(self._out.add(parts, time.monotonic()))
+        message = self._out.add(parts, time.monotonic())
+        if message is not None and not self._try_send(message):
+            self._out.blocked = True
         self._pump(0)
 
-    def _try_send(self, message: list[bytes]) -> None:
+    def _try_send(self, message: list[bytes]) -> bool:
         try:
             self._sock.send_multipart(message, zmq.NOBLOCK)
         except zmq.Again:
-            pass  # not connected yet: kept, sent when the listener says hello
+            return False  # not connected: kept, sent in order when the listener says hello
+        return True
+
+    def _flush_unacked(self, now: float) -> None:
+        self._out.blocked = False
+        for message in self._out.resend(now):
+            if not self._try_send(message):
+                self._out.blocked = True
+                return
 
     def _pump(self, timeout: float) -> None:
         """Say hello, read the listener's hellos (acks), resend; for up to ``timeout`` s."""
@@ -120,8 +130,11 @@ class Emitter:
                 self._try_send(linkstate.encode_hello(linkstate.Hello(
                     self._epoch, self.ring.node, False, b"", 0)))
                 if now - self._heard_at < linkstate.PEER_ALIVE_WITHIN:
-                    for message in self._out.resend(now, older_than=linkstate.RESEND_AFTER):
-                        self._try_send(message)
+                    if self._out.blocked:
+                        self._flush_unacked(now)
+                    else:
+                        for message in self._out.resend(now, older_than=linkstate.RESEND_AFTER):
+                            self._try_send(message)
             wait = min(deadline, self._next_hello) - now
             if self._sock.poll(max(0, int(wait * 1000)), zmq.POLLIN):
                 self._receive()
@@ -145,10 +158,9 @@ class Emitter:
                 continue  # we asked for no frames
             self._heard_at = time.monotonic()
             self._out.ack(message.ack_epoch, message.ack_seq)
-            if message.epoch != self._peer_epoch:
+            if message.epoch != self._peer_epoch or self._out.blocked:
                 self._peer_epoch = message.epoch  # a new listener: it gets everything again
-                for data in self._out.resend(self._heard_at):
-                    self._try_send(data)
+                self._flush_unacked(self._heard_at)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until the listener acknowledged every message; False if some still are not."""

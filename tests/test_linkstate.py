@@ -48,6 +48,15 @@ def test_outgoing_keeps_until_acked_and_resends_in_order() -> None:
     assert counters["federation_frames_resent"] == 6
 
 
+def test_outgoing_holds_new_frames_while_blocked() -> None:
+    out = linkstate.Outgoing(EPOCH, 100, Counter())
+    assert out.add([b"sio:x", b"1"], now=0.0) is None  # the peer has not said hello yet
+    out.blocked = False
+    message = out.add([b"sio:x", b"2"], now=0.0)
+    assert message is not None and linkstate.decode(message).seq == 2  # type: ignore[union-attr]
+    assert [linkstate.decode(m).seq for m in out.resend(0.0)] == [1, 2]  # type: ignore[union-attr]
+
+
 def test_outgoing_bound_drops_the_oldest_and_counts() -> None:
     counters: Counter[str] = Counter()
     out = linkstate.Outgoing(EPOCH, 100, counters)

@@ -250,8 +250,17 @@ class Federation:
             log.info("federation: peer %s is up (epoch %s); resending %s unacknowledged frame(s)",
                      link.name, message.epoch.hex()[:8], len(link.out.unacked))
             link.peer_epoch = message.epoch
-            for data in link.out.resend(now):
-                link.send(data, self.counters)
+            self._flush(link, now)
+        elif link.out.blocked:
+            self._flush(link, now)
+
+    def _flush(self, link: Link, now: float) -> None:
+        """Send everything unacknowledged, in order; new frames wait again if a send fails."""
+        link.out.blocked = False
+        for data in link.out.resend(now):
+            if not link.send(data, self.counters):
+                link.out.blocked = True
+                return
 
     def _refuse_message(self, exc: Exception) -> None:
         self.counters["federation_messages_refused"] += 1
@@ -306,8 +315,12 @@ class Federation:
             if link is source or not link.wants_data:
                 continue
             message = link.out.add(frame, now)
+            if message is None:
+                continue  # waits behind unsent frames
             if link.send(message, self.counters):
                 self.counters["federation_frames_out"] += 1
+            else:
+                link.out.blocked = True
 
     def tick(self, now: float) -> None:
         """Every HELLO_INTERVAL: say hello (with acks) on each link; resend what waited too long."""
@@ -318,7 +331,11 @@ class Federation:
         for link in self.links():
             hello = linkstate.Hello(self.epoch, node, True, link.incoming.epoch, link.incoming.contiguous)
             link.send(linkstate.encode_hello(hello), self.counters)
-            if now - link.heard_at < linkstate.PEER_ALIVE_WITHIN:
+            if now - link.heard_at >= linkstate.PEER_ALIVE_WITHIN:
+                continue
+            if link.out.blocked:
+                self._flush(link, now)
+            else:
                 for data in link.out.resend(now, older_than=linkstate.RESEND_AFTER):
                     link.send(data, self.counters)
 

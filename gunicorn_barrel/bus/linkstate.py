@@ -110,16 +110,19 @@ class Outgoing:
         self.seq = 0
         # link seq -> (last sent at, frame parts)
         self.unacked: OrderedDict[int, tuple[float, list[bytes]]] = OrderedDict()
+        # Until the peer said hello, and after a send failed, new frames wait
+        # behind the unsent ones: the peer gets each sender's frames in order.
+        self.blocked = True
 
-    def add(self, frame: Sequence[bytes], now: float) -> list[bytes]:
-        """Number ``frame`` and keep it; return the DATA message to send now."""
+    def add(self, frame: Sequence[bytes], now: float) -> list[bytes] | None:
+        """Number ``frame`` and keep it; return the DATA message to send now (None: blocked)."""
         self.seq += 1
         self.unacked[self.seq] = (now, list(frame))
         while len(self.unacked) > self.limit:
             # The bound: the oldest frame can no longer be resent on this link.
             self.unacked.popitem(last=False)
             self.counters["federation_frames_dropped"] += 1
-        return encode_data(self.epoch, self.seq, self.base(), frame)
+        return None if self.blocked else encode_data(self.epoch, self.seq, self.base(), frame)
 
     def base(self) -> int:
         """Everything below this was acknowledged (or dropped past the bound)."""
