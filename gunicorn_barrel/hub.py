@@ -23,7 +23,7 @@ from gunicorn_barrel.bus import broadcaster, endpoints
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gunicorn-barrel-hub", description=__doc__.splitlines()[0])
-    parser.add_argument("--listen", required=True, help="tcp://HOST:PORT to accept peers and emitters on")
+    parser.add_argument("--listen", default="", help="tcp://HOST:PORT to accept peers and emitters on")
     parser.add_argument("--keys", required=True, help="key directory (see gunicorn-barrel-keys)")
     parser.add_argument("--peers", default="", help="NAME=tcp://HOST:PORT,... to dial (optional)")
     parser.add_argument("--queue-limit", type=int, default=100_000,
@@ -31,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-frame-size", type=int, default=1024 * 1024,
                         help="largest frame in bytes; use the instances' max_frame_size (default 1 MiB)")
     args = parser.parse_args(argv)
+    if not args.listen and not args.peers:
+        parser.error("give --listen, --peers or both")
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
