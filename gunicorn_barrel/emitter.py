@@ -132,7 +132,7 @@ class Emitter:
                 if now - self._heard_at < linkstate.PEER_ALIVE_WITHIN:
                     if self._out.blocked:
                         self._flush_unacked(now)
-                    else:
+                    elif self._out.stalled(now):
                         for message in self._out.resend(now, older_than=linkstate.RESEND_AFTER):
                             self._try_send(message)
             wait = min(deadline, self._next_hello) - now
@@ -157,7 +157,7 @@ class Emitter:
             if not isinstance(message, linkstate.Hello):
                 continue  # we asked for no frames
             self._heard_at = time.monotonic()
-            self._out.ack(message.ack_epoch, message.ack_seq)
+            self._out.ack(message.ack_epoch, message.ack_seq, self._heard_at)
             if message.epoch != self._peer_epoch or self._out.blocked:
                 self._peer_epoch = message.epoch  # a new listener: it gets everything again
                 self._flush_unacked(self._heard_at)

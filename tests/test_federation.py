@@ -165,6 +165,8 @@ def test_mesh_and_a_refused_peer(keys: Path, running: list[Any]) -> None:
         wait_for(lambda: "federation: refused a peer from 127.0.0.1" in servers[0].log(), 15,
                  "the refusal in a's log")
         assert "is not in" in servers[0].log()
+        wait_for(lambda: "handshake failed" in rogue_log.read_text(), 10, "the refusal in the rogue's log")
+        assert "refused by the peer" in rogue_log.read_text()
         wait_for(lambda: _broadcaster_counters(groups[0][0]).get("federation_peers_refused", 0) >= 1, 5,
                  "the refusal counted")
         cross_instance.check_broadcast(groups, per_sender=1)  # the mesh is unaffected

@@ -40,7 +40,9 @@ def test_outgoing_keeps_until_acked_and_resends_in_order() -> None:
         out.add([b"sio:x", bytes([i])], now=0.0)
     out.ack(b"old-epoch-xxxxxx", 5)  # an ack meant for a previous run changes nothing
     assert len(out.unacked) == 5
-    out.ack(EPOCH, 2)
+    assert out.stalled(now=1.0) and not out.stalled(now=0.5)
+    out.ack(EPOCH, 2, now=1.0)
+    assert not out.stalled(now=1.5)
     resent = [linkstate.decode(m) for m in out.resend(now=1.0)]
     assert [(d.seq, d.base) for d in resent] == [(3, 3), (4, 3), (5, 3)]  # type: ignore[union-attr]
     assert out.resend(now=1.5, older_than=1.0) == []

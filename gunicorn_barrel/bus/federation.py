@@ -76,14 +76,15 @@ class Link:
         self.peer_epoch = b""
         self.heard_at = float("-inf")
 
-    def send(self, message: list[bytes], counters: Counter[str]) -> bool:
+    def send(self, message: list[bytes], counters: Counter[str], is_data: bool = True) -> bool:
         if self.sock is None or (self.sock.socket_type == zmq.ROUTER and self.route is None):
             return False
         prefix = [self.route] if self.route is not None else []
         try:
             self.sock.send_multipart(prefix + message, zmq.NOBLOCK)
         except zmq.Again:
-            counters["federation_send_blocked"] += 1  # kept: resent later
+            if is_data:
+                counters["federation_send_blocked"] += 1  # kept: resent later
             return False
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
@@ -243,7 +244,7 @@ class Federation:
             link.incoming.received(message.epoch, message.seq, message.base)
             self.on_frame(message.frame, link)
             return
-        link.out.ack(message.ack_epoch, message.ack_seq)
+        link.out.ack(message.ack_epoch, message.ack_seq, now)
         if message.epoch != link.peer_epoch:
             if link.peer_epoch:
                 self.counters["federation_peer_restarts_seen"] += 1
@@ -276,8 +277,9 @@ class Federation:
     def _authenticate(self, request: list[bytes]) -> None:
         """Answer one ZAP request: admit the CURVE keys of peers/, refuse and log the rest."""
         assert self._zap is not None
-        if len(request) < 6:
-            return  # not a ZAP request; REP needs no reply to a message it cannot parse
+        if len(request) < 6:  # not from libzmq; REP still owes a reply
+            self._zap.send_multipart([b"1.0", b"", b"500", b"bad ZAP request", b"", b""])
+            return
         version, request_id, _domain, address, _identity, mechanism = request[:6]
         credentials = request[6:]
         key = z85.encode(credentials[0]) if mechanism == b"CURVE" and len(credentials) == 1 \
@@ -330,12 +332,12 @@ class Federation:
         node = self.config.keys.node
         for link in self.links():
             hello = linkstate.Hello(self.epoch, node, True, link.incoming.epoch, link.incoming.contiguous)
-            link.send(linkstate.encode_hello(hello), self.counters)
+            link.send(linkstate.encode_hello(hello), self.counters, is_data=False)
             if now - link.heard_at >= linkstate.PEER_ALIVE_WITHIN:
                 continue
             if link.out.blocked:
                 self._flush(link, now)
-            else:
+            elif link.out.stalled(now):
                 for data in link.out.resend(now, older_than=linkstate.RESEND_AFTER):
                     link.send(data, self.counters)
 

@@ -113,10 +113,15 @@ class Outgoing:
         # Until the peer said hello, and after a send failed, new frames wait
         # behind the unsent ones: the peer gets each sender's frames in order.
         self.blocked = True
+        # When the peer last acknowledged something (or we had nothing to acknowledge):
+        # timed resends only when acknowledgements stall, not behind a busy peer's backlog.
+        self.progress_at = 0.0
 
     def add(self, frame: Sequence[bytes], now: float) -> list[bytes] | None:
         """Number ``frame`` and keep it; return the DATA message to send now (None: blocked)."""
         self.seq += 1
+        if not self.unacked:
+            self.progress_at = now
         self.unacked[self.seq] = (now, list(frame))
         while len(self.unacked) > self.limit:
             # The bound: the oldest frame can no longer be resent on this link.
@@ -128,11 +133,16 @@ class Outgoing:
         """Everything below this was acknowledged (or dropped past the bound)."""
         return next(iter(self.unacked)) if self.unacked else self.seq + 1
 
-    def ack(self, ack_epoch: bytes, seq: int) -> None:
+    def ack(self, ack_epoch: bytes, seq: int, now: float = 0.0) -> None:
         if ack_epoch != self.epoch:
             return  # an acknowledgement for a previous run of ours
         while self.unacked and next(iter(self.unacked)) <= seq:
             self.unacked.popitem(last=False)
+            self.progress_at = now
+
+    def stalled(self, now: float) -> bool:
+        """Frames wait and nothing was acknowledged for RESEND_AFTER."""
+        return bool(self.unacked) and now - self.progress_at >= RESEND_AFTER
 
     def resend(self, now: float, older_than: float | None = None) -> list[list[bytes]]:
         """DATA messages to send again, oldest first (all, or those unacknowledged for a while)."""
