@@ -40,6 +40,7 @@ _ACK_TTL = 300.0  # forget senders silent this long (bounded heartbeat size)
 # Links start this long after the broadcaster: after a restart, the workers'
 # SUB sockets must be back before peers resend, or they would miss frames.
 FEDERATION_SETTLE = 1.0
+_FEDERATION_RETRY = 5.0
 
 
 class _Published:
@@ -135,9 +136,7 @@ class Broadcaster:
             now = time.monotonic()
             if federation is not None:
                 if not federation.started and now >= self._federation_at:
-                    federation.start(ctx)
-                    for sock in federation.sockets():
-                        poller.register(sock, zmq.POLLIN)
+                    self._start_federation(ctx, poller, federation, now)
                 federation.tick(now)
             if now >= self._next_heartbeat:
                 self._heartbeat(pub, now)
@@ -153,6 +152,20 @@ class Broadcaster:
                     self._drain(pull, pub)
                 elif federation is not None:
                     federation.handle(sock, time.monotonic())
+
+    def _start_federation(self, ctx: zmq.Context, poller: zmq.Poller, federation: Federation,
+                          now: float) -> None:
+        try:
+            federation.start(ctx)
+        except zmq.ZMQError as exc:
+            # The local bus goes on; the links are tried again (and frames queue meanwhile).
+            self.counters["federation_start_failed"] += 1
+            self._federation_at = now + _FEDERATION_RETRY
+            log.error("federation: cannot start the links: %s; trying again in %.0f s",
+                      exc, _FEDERATION_RETRY)
+            return
+        for sock in federation.sockets():
+            poller.register(sock, zmq.POLLIN)
 
     def _drain(self, pull: zmq.Socket, pub: zmq.Socket) -> None:
         # Forward everything queued without returning to poll() between frames.

@@ -123,7 +123,22 @@ class Federation:
     # -- sockets -----------------------------------------------------------
 
     def start(self, ctx: zmq.Context) -> None:
-        """Bind the listener and dial the peers (the broadcaster calls it once its workers are back)."""
+        """Bind the listener and dial the peers (the broadcaster calls it once its workers are back).
+
+        On failure (the port is taken) every socket made so far is closed and
+        the error raised: the caller may try again later.
+        """
+        try:
+            self._start(ctx)
+        except zmq.ZMQError:
+            self.close()
+            self._router = self._zap = None
+            self._monitors = {}
+            for link in self.dialed:
+                link.sock = None
+            raise
+
+    def _start(self, ctx: zmq.Context) -> None:
         keys = self.config.keys
         if self.config.listen:
             # The ZAP handler must exist before the first handshake, or
