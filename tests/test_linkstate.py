@@ -21,9 +21,9 @@ def test_messages_round_trip() -> None:
 
 
 @pytest.mark.parametrize("parts", [
-    [], [b"X"], [b"H", EPOCH], [b"D", EPOCH, b"\0" * 8, b"\0" * 8, b"t"],
-    [b"D", b"short", b"\0" * 8, b"\0" * 8, b"t", b"b"],
-    [b"D", EPOCH, b"\0" * 7, b"\0" * 8, b"t", b"b"],
+    [], [b"X"], [b"H", EPOCH], [b"D" + EPOCH + b"\0" * 16, b"t"],
+    [b"D" + EPOCH + b"\0" * 15, b"t", b"b"],
+    [b"D", EPOCH, b"\0" * 8, b"\0" * 8, b"t", b"b"],
     [b"H", EPOCH, b"n", b"2", b"", b"\0" * 8],
     [b"H", EPOCH, b"", b"1", b"", b"\0" * 8],
     [b"H", EPOCH, b"\xff", b"1", b"", b"\0" * 8],

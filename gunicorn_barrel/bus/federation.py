@@ -79,9 +79,9 @@ class Link:
     def send(self, message: list[bytes], counters: Counter[str], is_data: bool = True) -> bool:
         if self.sock is None or (self.sock.socket_type == zmq.ROUTER and self.route is None):
             return False
-        prefix = [self.route] if self.route is not None else []
+        parts = [self.route, *message] if self.route is not None else message
         try:
-            self.sock.send_multipart(prefix + message, zmq.NOBLOCK)
+            send_parts(self.sock, parts)
         except zmq.Again:
             if is_data:
                 counters["federation_send_blocked"] += 1  # kept: resent later
@@ -91,6 +91,20 @@ class Link:
                 raise
             return False  # the peer's connection is gone: kept, resent when it is back
         return True
+
+
+_MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
+_LAST = int(zmq.NOBLOCK)
+
+
+def send_parts(sock: zmq.Socket, parts: Sequence[bytes]) -> None:
+    """send_multipart(parts, NOBLOCK) without its per-part flag arithmetic (the hot path).
+
+    A multipart message is queued whole or not at all: only the first part can raise Again.
+    """
+    last = len(parts) - 1
+    for i, part in enumerate(parts):
+        sock.send(part, _MORE if i < last else _LAST)
 
 
 class Federation:
@@ -200,18 +214,20 @@ class Federation:
         """Read what ``sock`` has (a bounded batch, so no socket starves the others)."""
         for _ in range(1000):
             try:
-                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                if sock is self._router:
+                    # Only the listener needs frames with metadata (the peer's authenticated key).
+                    self._on_router_message(sock.recv_multipart(zmq.NOBLOCK, copy=False), now)
+                    continue
+                parts = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             if sock is self._zap:
-                self._authenticate([p.bytes for p in parts])
+                self._authenticate(parts)
             elif sock in self._monitors:
-                self._on_event(self._monitors[sock], [p.bytes for p in parts])
-            elif sock is self._router:
-                self._on_router_message(parts, now)
+                self._on_event(self._monitors[sock], parts)
             else:
                 link = next(x for x in self.dialed if x.sock is sock)
-                self._on_message(link, [p.bytes for p in parts], now)
+                self._on_message(link, parts, now)
 
     def _on_router_message(self, parts: list[zmq.Frame], now: float) -> None:
         route = parts[0].bytes
