@@ -334,10 +334,27 @@ def resolve(
             values[setting.name] = _parse_one(setting, environ[setting.env], setting.env)
         elif setting.name not in values:
             values[setting.name] = _parse_one(setting, setting.default(), "default")
-    if (values["federation_listen"] or values["federation_peers"]) and not values["federation_keys"]:
+    if values["federation_listen"] or values["federation_peers"]:
+        _check_federation_keys(values["federation_keys"], values["federation_peers"])
+    return BarrelSettings(**values)
+
+
+def _check_federation_keys(directory: str, peers: str) -> None:
+    """At config load, not in the broadcaster: a key missing for a peer stops gunicorn with its name."""
+    if not directory:
         raise SettingsError("barrel setting federation_keys is required with federation_listen "
                             "or federation_peers (make keys with gunicorn-barrel-keys)")
-    return BarrelSettings(**values)
+    from gunicorn_barrel.bus import keys  # imports zmq: only when federation is on
+
+    try:
+        ring = keys.load(directory)
+    except keys.KeyFileError as exc:
+        raise SettingsError(f"invalid barrel setting federation_keys: {exc}") from None
+    for item in filter(None, (part.strip() for part in peers.split(","))):
+        name = item.partition("=")[0].strip()
+        if name not in ring.peers:
+            raise SettingsError(f"invalid barrel setting federation_peers: no public key for peer "
+                                f"{name!r} ({directory}/peers/{name}.key)")
 
 
 def reference_table() -> str:

@@ -320,6 +320,15 @@ def test_bad_federation_settings_are_refused_with_their_name(name: str, value: s
 def test_federation_needs_keys(short_dir: str) -> None:
     with pytest.raises(SettingsError, match="federation_keys is required"):
         resolve({"federation_listen": "tcp://127.0.0.1:7000"}, environ={})
-    resolved = resolve({"federation_peers": "b=tcp://10.1.2.3:7000, c=tcp://[::1]:7001"},
+    with pytest.raises(SettingsError, match="federation_keys: .* exactly one"):
+        resolve({"federation_listen": "tcp://127.0.0.1:7000", "federation_keys": short_dir}, environ={})
+    from gunicorn_barrel.bus import keys
+
+    keys.generate(short_dir, "a")
+    keys.generate(os.path.join(short_dir, "other"), "b")
+    with pytest.raises(SettingsError, match="no public key for peer 'b'"):
+        resolve({"federation_peers": "b=tcp://10.1.2.3:7000"}, environ={"BARREL_FEDERATION_KEYS": short_dir})
+    shutil.copy(os.path.join(short_dir, "other", "b.key"), os.path.join(short_dir, "peers", "b.key"))
+    resolved = resolve({"federation_peers": "b=tcp://10.1.2.3:7000"},
                        environ={"BARREL_FEDERATION_KEYS": short_dir})
     assert resolved.federation_keys == short_dir
