@@ -106,9 +106,9 @@ class Emitter:
             self._out.blocked = True
         self._pump(0)
 
-    def _try_send(self, message: list[bytes]) -> bool:
+    def _try_send(self, message: bytes) -> bool:
         try:
-            self._sock.send_multipart(message, zmq.NOBLOCK)
+            self._sock.send(message, zmq.NOBLOCK)
         except zmq.Again:
             return False  # not connected: kept, sent in order when the listener says hello
         return True
@@ -150,7 +150,9 @@ class Emitter:
             except zmq.Again:
                 return
             try:
-                message = linkstate.decode(parts)
+                if len(parts) != 1:
+                    raise linkstate.LinkMessageError("expected one part")
+                message = linkstate.decode(parts[0])
             except linkstate.LinkMessageError:
                 self.counters["messages_refused"] += 1
                 continue

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _start(servers: Sequence[Gunicorn]) -> None:
+    print("logs:", *(s.log_path for s in servers))  # shown by pytest when the test fails
     with ThreadPoolExecutor(len(servers)) as pool:
         list(pool.map(lambda s: s.start(), servers))
 
@@ -90,9 +91,10 @@ def _broadcaster_counters(client: Client) -> dict[str, int]:
     return dict(client.call("bus_counters")["broadcaster"])
 
 
-def _stream_through_a_kill(sender: Client, receivers: list[Client], victim: Gunicorn) -> None:
-    """The sender streams 600 numbered messages while the victim's broadcaster is SIGKILLed;
-    every receiver gets each one once, in order."""
+def _stream_through(cut: Callable[[], None], sender: Client, receivers: list[Client],
+                    count: int = 600) -> None:
+    """The sender streams ``count`` numbered messages at 150/s; ``cut()`` runs a third of the way;
+    every receiver gets each message once, in order."""
     seen: dict[int, list[int]] = {id(r): [] for r in receivers}
     lock = threading.Lock()
     tag = os.urandom(4).hex()
@@ -105,17 +107,42 @@ def _stream_through_a_kill(sender: Client, receivers: list[Client], victim: Guni
                     seen[id(r)].append(data["n"])
 
         receiver.sio.on("seq", record)
-    count = 600
     assert sender.call("start_stream", {"tag": tag, "count": count, "rate": 150}) == "started"
     wait_for(lambda: min(len(v) for v in seen.values()) >= count // 3, 30, "stream progress")
-    old = victim.broadcaster_pid()
-    os.kill(old, signal.SIGKILL)
-    wait_for(lambda: [p for p in victim.broadcaster_pids() if p != old], 10, "the broadcaster restarted")
-    wait_for(lambda: min(len(v) for v in seen.values()) >= count, 40, "every message at every receiver")
+    cut()
+    try:
+        wait_for(lambda: min(len(v) for v in seen.values()) >= count, 40, "every message at every receiver")
+    except AssertionError:
+        with lock:
+            missing = {r.pid: sorted(set(range(count)) - set(seen[id(r)]))[:20] for r in receivers}
+        raise AssertionError(f"messages missing after the cut (first 20 per receiver): {missing}") from None
     # One sender's messages are ordered: once the last arrived, the rest is settled.
     with lock:
         for receiver in receivers:
             assert seen[id(receiver)] == list(range(count)), receiver.pid
+
+
+def _kill_broadcaster(victim: Gunicorn) -> Callable[[], None]:
+    def cut() -> None:
+        old = victim.broadcaster_pid()
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: [p for p in victim.broadcaster_pids() if p != old], 10, "the broadcaster restarted")
+
+    return cut
+
+
+def _freeze_broadcaster(victim: Gunicorn, seconds: float, peer_log: Callable[[], str]) -> Callable[[], None]:
+    """SIGSTOP the broadcaster until its peer has dropped the link (zeromq heartbeat), then SIGCONT."""
+    def cut() -> None:
+        pid = victim.broadcaster_pid()
+        downs = peer_log().count("link down")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: peer_log().count("link down") > downs, seconds, "the peer dropping the link")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    return cut
 
 
 def _workers_saw_restart_without_gaps(clients: list[Client]) -> None:
@@ -134,12 +161,23 @@ def test_chain(keys: Path, running: list[Any]) -> None:
     # new broadcaster gets from b what it had not acknowledged; nothing is lost.
     groups = cross_instance.clients_everywhere(servers)
     try:
-        _stream_through_a_kill(groups[0][0], groups[1] + groups[2], servers[2])
+        _stream_through(_kill_broadcaster(servers[2]), groups[0][0], groups[1] + groups[2])
         _workers_saw_restart_without_gaps(groups[2])
         b = _broadcaster_counters(groups[1][0])
         assert b["federation_peer_restarts_seen"] == 1 and b.get("federation_frames_dropped", 0) == 0, b
         wait_for(lambda: _broadcaster_counters(groups[1][0])["federation_queued"] == 0, 10,
                  "b's queues emptied (everything acknowledged)")
+        # Drop b's traffic: its broadcaster frozen until a's side of the link times out
+        # (frames in flight are lost with the connection); a resends when b answers again.
+        a_before = _broadcaster_counters(groups[0][0])
+        freeze = _freeze_broadcaster(servers[1], 15, servers[0].log)
+        _stream_through(freeze, groups[0][0], groups[1] + groups[2], count=1200)
+        a_after = _broadcaster_counters(groups[0][0])
+        assert a_after["federation_frames_resent"] > a_before.get("federation_frames_resent", 0), a_after
+        assert a_after.get("federation_frames_dropped", 0) == 0, a_after
+        for client in {c.pid: c for c in groups[1] + groups[2]}.values():
+            counters = client.call("bus_counters")["counters"]
+            assert counters.get("gaps", 0) == 0, counters
     finally:
         cross_instance.close_all(groups)
     assert "federation: peer c is up" in servers[1].log()
@@ -152,7 +190,7 @@ def test_mesh_and_a_refused_peer(keys: Path, running: list[Any]) -> None:
     cross_instance.check_all(servers)
     groups = cross_instance.clients_everywhere(servers)
     try:
-        _stream_through_a_kill(groups[0][0], groups[1] + groups[2], servers[1])
+        _stream_through(_kill_broadcaster(servers[1]), groups[0][0], groups[1] + groups[2])
         _workers_saw_restart_without_gaps(groups[1])
         for group in (groups[0], groups[2]):
             counters = _broadcaster_counters(group[0])

@@ -76,12 +76,16 @@ class Link:
         self.peer_epoch = b""
         self.heard_at = float("-inf")
 
-    def send(self, message: list[bytes], counters: Counter[str], is_data: bool = True) -> bool:
+    def send(self, message: bytes, counters: Counter[str], is_data: bool = True) -> bool:
         if self.sock is None or (self.sock.socket_type == zmq.ROUTER and self.route is None):
             return False
-        parts = [self.route, *message] if self.route is not None else message
         try:
-            send_parts(self.sock, parts)
+            if self.route is not None:
+                # Only the first part can fail: a multipart message is queued whole or not at all.
+                self.sock.send(self.route, _MORE)
+                self.sock.send(message, _LAST)
+            else:
+                self.sock.send(message, _LAST)
         except zmq.Again:
             if is_data:
                 counters["federation_send_blocked"] += 1  # kept: resent later
@@ -93,18 +97,9 @@ class Link:
         return True
 
 
+# Plain ints: pyzmq's send_multipart combines enum flags per part, costly on the hot path.
 _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
 _LAST = int(zmq.NOBLOCK)
-
-
-def send_parts(sock: zmq.Socket, parts: Sequence[bytes]) -> None:
-    """send_multipart(parts, NOBLOCK) without its per-part flag arithmetic (the hot path).
-
-    A multipart message is queued whole or not at all: only the first part can raise Again.
-    """
-    last = len(parts) - 1
-    for i, part in enumerate(parts):
-        sock.send(part, _MORE if i < last else _LAST)
 
 
 class Federation:
@@ -230,11 +225,13 @@ class Federation:
                 self._on_message(link, parts, now)
 
     def _on_router_message(self, parts: list[zmq.Frame], now: float) -> None:
+        if len(parts) != 2:
+            self._refuse_message(linkstate.LinkMessageError(f"{len(parts) - 1} parts, expected 1"))
+            return
         route = parts[0].bytes
-        body = [p.bytes for p in parts[1:]]
         link = self._routes.get(route)
         try:
-            message = linkstate.decode(body)
+            message = linkstate.decode(parts[1].bytes)
         except linkstate.LinkMessageError as exc:
             self._refuse_message(exc)
             return
@@ -263,7 +260,9 @@ class Federation:
 
     def _on_message(self, link: Link, parts: list[bytes], now: float) -> None:
         try:
-            message = linkstate.decode(parts)
+            if len(parts) != 1:
+                raise linkstate.LinkMessageError(f"{len(parts)} parts, expected 1")
+            message = linkstate.decode(parts[0])
         except linkstate.LinkMessageError as exc:
             self._refuse_message(exc)
             return

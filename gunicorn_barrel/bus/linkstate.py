@@ -1,13 +1,16 @@
 """Federation link protocol and state, sans-io: which frames are new, what a link owes.
 
 Two broadcasters (or a broadcaster and an emitter) joined by a federation link
-exchange two kinds of zeromq messages::
+exchange two kinds of single-part zeromq messages (big-endian)::
 
-    HELLO  b"H" | epoch (16) | node | flags | ack epoch (16 or empty) | ack seq u64
-    DATA   b"D" epoch (16) link seq u64 base u64 (one 33-byte part) | topic | body
+    HELLO  b"H" | epoch (16) | flags (1) | ack epoch (16, zeros: none) | ack seq u64 | node
+    DATA   b"D" | epoch (16) | link seq u64 | base u64 | topic length u8 | topic | body
 
+Single-part on purpose: a multipart message cut by a dropped connection
+tripped an assertion inside libzmq 4.3.5 (fq.cpp ``!_more``) on the receiving
+side; one part is always whole.
 ``epoch`` is random per process start; ``node`` names the sender for good (its
-public key); ``flags`` is b"1" for a peer that wants frames, b"0" for a
+public key, z85); ``flags`` is b"1" for a peer that wants frames, b"0" for a
 send-only emitter. Each direction numbers its DATA messages (link seq); the
 receiver acknowledges the highest contiguous one in its HELLO (sent every
 ``HELLO_INTERVAL``), and ``base`` tells it that everything below was already
@@ -39,8 +42,9 @@ RESEND_AFTER = 1.0
 # change channel ("store") and the bus's own stay local.
 FEDERATED_PREFIXES = (b"sio:", b"ev:")
 
-_U64 = struct.Struct("!Q")
-_DATA_HEADER = struct.Struct("!1s16sQQ")  # one part: fewer zeromq calls per frame
+_HELLO = struct.Struct("!1s16s1s16sQ")
+_DATA = struct.Struct("!1s16sQQB")
+_NO_EPOCH = bytes(EPOCH_SIZE)
 
 
 class LinkMessageError(ValueError):
@@ -68,35 +72,38 @@ class Data:
     frame: list[bytes]  # [topic, body], checked by wire before any use
 
 
-def encode_hello(hello: Hello) -> list[bytes]:
-    return [HELLO, hello.epoch, hello.node.encode("ascii"), b"1" if hello.wants_data else b"0",
-            hello.ack_epoch, _U64.pack(hello.ack_seq)]
+def encode_hello(hello: Hello) -> bytes:
+    flags = b"1" if hello.wants_data else b"0"
+    return _HELLO.pack(HELLO, hello.epoch, flags, hello.ack_epoch or _NO_EPOCH,
+                       hello.ack_seq) + hello.node.encode("ascii")
 
 
-def encode_data(epoch: bytes, seq: int, base: int, frame: Sequence[bytes]) -> list[bytes]:
-    return [_DATA_HEADER.pack(DATA, epoch, seq, base), *frame]
+def encode_data(epoch: bytes, seq: int, base: int, frame: Sequence[bytes]) -> bytes:
+    topic, body = frame
+    return b"".join((_DATA.pack(DATA, epoch, seq, base, len(topic)), topic, body))
 
 
-def decode(parts: Sequence[bytes]) -> Hello | Data:
+def decode(message: bytes) -> Hello | Data:
     """Parse a link message; raise LinkMessageError on anything else."""
-    parts = [bytes(p) for p in parts]
-    if not parts:
-        raise LinkMessageError("empty message")
-    kind = parts[0][:1]
+    message = bytes(message)
+    kind = message[:1]
     try:
-        if parts[0] == HELLO and len(parts) == 6:
-            epoch, node, flags, ack_epoch, ack_seq = parts[1:]
-            if len(epoch) != EPOCH_SIZE or len(ack_epoch) not in (0, EPOCH_SIZE) or flags not in (b"0", b"1"):
+        if kind == HELLO:
+            _kind, epoch, flags, ack_epoch, ack_seq = _HELLO.unpack_from(message)
+            node = message[_HELLO.size:]
+            if flags not in (b"0", b"1") or not 0 < len(node) <= 64:
                 raise LinkMessageError("bad HELLO fields")
-            if not 0 < len(node) <= 64:
-                raise LinkMessageError("bad node name")
-            return Hello(epoch, node.decode("ascii"), flags == b"1", ack_epoch, _U64.unpack(ack_seq)[0])
-        if kind == DATA and len(parts) == 3:
-            _kind, epoch, seq, base = _DATA_HEADER.unpack(parts[0])
-            return Data(epoch, seq, base, [parts[1], parts[2]])
+            return Hello(epoch, node.decode("ascii"), flags == b"1",
+                         b"" if ack_epoch == _NO_EPOCH else ack_epoch, ack_seq)
+        if kind == DATA:
+            _kind, epoch, seq, base, topic_len = _DATA.unpack_from(message)
+            topic_end = _DATA.size + topic_len
+            if topic_len == 0 or len(message) <= topic_end:
+                raise LinkMessageError("DATA without a topic and a body")
+            return Data(epoch, seq, base, [message[_DATA.size:topic_end], message[topic_end:]])
     except (struct.error, UnicodeDecodeError) as exc:
         raise LinkMessageError(f"bad field: {exc}") from None
-    raise LinkMessageError(f"unknown message kind {kind[:8]!r} with {len(parts)} parts")
+    raise LinkMessageError(f"unknown message kind {kind!r} ({len(message)} bytes)")
 
 
 class Outgoing:
@@ -116,7 +123,7 @@ class Outgoing:
         # timed resends only when acknowledgements stall, not behind a busy peer's backlog.
         self.progress_at = 0.0
 
-    def add(self, frame: Sequence[bytes], now: float) -> list[bytes] | None:
+    def add(self, frame: Sequence[bytes], now: float) -> bytes | None:
         """Number ``frame`` and keep it; return the DATA message to send now (None: blocked)."""
         self.seq += 1
         if not self.unacked:
@@ -143,7 +150,7 @@ class Outgoing:
         """Frames wait and nothing was acknowledged for RESEND_AFTER."""
         return bool(self.unacked) and now - self.progress_at >= RESEND_AFTER
 
-    def resend(self, now: float, older_than: float | None = None) -> list[list[bytes]]:
+    def resend(self, now: float, older_than: float | None = None) -> list[bytes]:
         """DATA messages to send again, oldest first (all, or those unacknowledged for a while)."""
         out = []
         base = self.base()
