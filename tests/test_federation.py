@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -119,7 +120,12 @@ def _stream_through(cut: Callable[[], None], sender: Client, receivers: list[Cli
     # One sender's messages are ordered: once the last arrived, the rest is settled.
     with lock:
         for receiver in receivers:
-            assert seen[id(receiver)] == list(range(count)), receiver.pid
+            got = seen[id(receiver)]
+            if got != list(range(count)):
+                doubled = sorted(n for n, k in Counter(got).items() if k > 1)[:20]
+                back = [(i, got[i - 1], got[i]) for i in range(1, len(got)) if got[i] <= got[i - 1]][:10]
+                raise AssertionError(f"worker {receiver.pid}: {len(got)} messages; doubled {doubled}; "
+                                     f"steps back (index, previous, next) {back}")
 
 
 def _kill_broadcaster(victim: Gunicorn) -> Callable[[], None]:
