@@ -13,10 +13,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,12 @@ import pytest
 from gunicorn_barrel.emitter import Emitter
 from tests import cross_instance
 from tests.harness import REPO, Client, Gunicorn, free_port, spread_clients, wait_for
+from tests.node_clients import CLIENT_PACKAGE, NODE, NODE_MISSING_REASON, STARTUP_TIMEOUT, NodeClients
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(NODE is None or not CLIENT_PACKAGE.is_dir(), reason=NODE_MISSING_REASON),
+]
 
 NODES = ("a", "b", "c")
 
@@ -88,44 +92,50 @@ def running(request: pytest.FixtureRequest) -> Iterator[list[Any]]:
                 thing.wait(5)
 
 
+@pytest.fixture
+def stack() -> Iterator[ExitStack]:
+    with ExitStack() as exits:
+        yield exits
+
+
 def _broadcaster_counters(client: Client) -> dict[str, int]:
     return dict(client.call("bus_counters")["broadcaster"])
 
 
-def _stream_through(cut: Callable[[], None], sender: Client, receivers: list[Client],
-                    count: int = 600) -> None:
+class Receivers:
+    """socket.io-client (node) clients on some instances, in room "stream": node delivers in
+    arrival order (python-engineio's client runs each message handler in a thread of its own)."""
+
+    def __init__(self, servers: Sequence[Gunicorn], stack: ExitStack, tmp_path: Path, per_server: int = 6):
+        self.js = [stack.enter_context(NodeClients(s.url, "websocket", per_server, tmp_path / f"node{i}.err"))
+                   for i, s in enumerate(servers)]
+        for js, server in zip(self.js, servers, strict=True):
+            clients = js.expect("ready", STARTUP_TIMEOUT + 10)["clients"]
+            print("stream receivers per worker:", server.url, Counter(c["pid"] for c in clients))
+            assert js.ask("join_stream", "joined")
+
+    def streams(self, tag: str) -> list[dict[str, Any]]:
+        return [s.get(tag, {}) for js in self.js for s in js.ask("streams?", "streams")["streams"]]
+
+
+def _stream_through(cut: Callable[[], None], sender: Client, receivers: Receivers, count: int = 600) -> None:
     """The sender streams ``count`` numbered messages at 150/s; ``cut()`` runs a third of the way;
     every receiver gets each message once, in order."""
-    seen: dict[int, list[int]] = {id(r): [] for r in receivers}
-    lock = threading.Lock()
     tag = os.urandom(4).hex()
-    for receiver in receivers:
-        assert receiver.call("join_stream") == "ok"
-
-        def record(data: Any, r: Client = receiver) -> None:
-            if data.get("tag") == tag:
-                with lock:
-                    seen[id(r)].append(data["n"])
-
-        receiver.sio.on("seq", record)
     assert sender.call("start_stream", {"tag": tag, "count": count, "rate": 150}) == "started"
-    wait_for(lambda: min(len(v) for v in seen.values()) >= count // 3, 30, "stream progress")
+
+    def progress() -> int:
+        return min(s.get("count", 0) for s in receivers.streams(tag))
+
+    wait_for(lambda: progress() >= count // 3, 30, "stream progress", interval=0.2)
     cut()
     try:
-        wait_for(lambda: min(len(v) for v in seen.values()) >= count, 40, "every message at every receiver")
+        wait_for(lambda: progress() >= count, 40, "every message at every receiver", interval=0.2)
     except AssertionError:
-        with lock:
-            missing = {r.pid: sorted(set(range(count)) - set(seen[id(r)]))[:20] for r in receivers}
-        raise AssertionError(f"messages missing after the cut (first 20 per receiver): {missing}") from None
-    # One sender's messages are ordered: once the last arrived, the rest is settled.
-    with lock:
-        for receiver in receivers:
-            got = seen[id(receiver)]
-            if got != list(range(count)):
-                doubled = sorted(n for n, k in Counter(got).items() if k > 1)[:20]
-                back = [(i, got[i - 1], got[i]) for i in range(1, len(got)) if got[i] <= got[i - 1]][:10]
-                raise AssertionError(f"worker {receiver.pid}: {len(got)} messages; doubled {doubled}; "
-                                     f"steps back (index, previous, next) {back}")
+        raise AssertionError(f"after the cut: {receivers.streams(tag)}") from None
+    complete = {"count": count, "last": count - 1, "outOfOrder": 0, "duplicates": 0}
+    for stats in receivers.streams(tag):
+        assert {k: stats[k] for k in complete} == complete, stats
 
 
 def _kill_broadcaster(victim: Gunicorn) -> Callable[[], None]:
@@ -158,7 +168,7 @@ def _workers_saw_restart_without_gaps(clients: list[Client]) -> None:
         assert counters["broadcaster_restarts_seen"] == 1, counters
 
 
-def test_chain(keys: Path, running: list[Any]) -> None:
+def test_chain(keys: Path, running: list[Any], stack: ExitStack, tmp_path: Path) -> None:
     servers = _instances("federation_chain.py", keys)
     running.extend(servers)
     _start(servers)
@@ -167,7 +177,8 @@ def test_chain(keys: Path, running: list[Any]) -> None:
     # new broadcaster gets from b what it had not acknowledged; nothing is lost.
     groups = cross_instance.clients_everywhere(servers)
     try:
-        _stream_through(_kill_broadcaster(servers[2]), groups[0][0], groups[1] + groups[2])
+        receivers = Receivers(servers[1:], stack, tmp_path)
+        _stream_through(_kill_broadcaster(servers[2]), groups[0][0], receivers)
         _workers_saw_restart_without_gaps(groups[2])
         b = _broadcaster_counters(groups[1][0])
         assert b["federation_peer_restarts_seen"] == 1 and b.get("federation_frames_dropped", 0) == 0, b
@@ -177,7 +188,7 @@ def test_chain(keys: Path, running: list[Any]) -> None:
         # (frames in flight are lost with the connection); a resends when b answers again.
         a_before = _broadcaster_counters(groups[0][0])
         freeze = _freeze_broadcaster(servers[1], 15, servers[0].log)
-        _stream_through(freeze, groups[0][0], groups[1] + groups[2], count=1200)
+        _stream_through(freeze, groups[0][0], receivers, count=1200)
         a_after = _broadcaster_counters(groups[0][0])
         assert a_after["federation_frames_resent"] > a_before.get("federation_frames_resent", 0), a_after
         assert a_after.get("federation_frames_dropped", 0) == 0, a_after
@@ -189,14 +200,15 @@ def test_chain(keys: Path, running: list[Any]) -> None:
     assert "federation: peer c is up" in servers[1].log()
 
 
-def test_mesh_and_a_refused_peer(keys: Path, running: list[Any]) -> None:
+def test_mesh_and_a_refused_peer(keys: Path, running: list[Any], stack: ExitStack, tmp_path: Path) -> None:
     servers = _instances("federation_mesh.py", keys)
     running.extend(servers)
     _start(servers)
     cross_instance.check_all(servers)
     groups = cross_instance.clients_everywhere(servers)
     try:
-        _stream_through(_kill_broadcaster(servers[1]), groups[0][0], groups[1] + groups[2])
+        receivers = Receivers(servers[1:], stack, tmp_path)
+        _stream_through(_kill_broadcaster(servers[1]), groups[0][0], receivers)
         _workers_saw_restart_without_gaps(groups[1])
         for group in (groups[0], groups[2]):
             counters = _broadcaster_counters(group[0])
