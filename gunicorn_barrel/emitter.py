@@ -103,7 +103,7 @@ class Emitter:
                             self.max_frame_size)
         message = self._out.add(parts, time.monotonic())
         if message is not None and not self._try_send(message):
-            self._out.blocked = True
+            self._out.block(self._out.seq)
         self._pump(0)
 
     def _try_send(self, message: bytes) -> bool:
@@ -114,10 +114,9 @@ class Emitter:
         return True
 
     def _flush_unacked(self, now: float) -> None:
-        self._out.blocked = False
-        for message in self._out.resend(now):
+        for seq, message in self._out.unblock(now):
             if not self._try_send(message):
-                self._out.blocked = True
+                self._out.block(seq)
                 return
 
     def _pump(self, timeout: float) -> None:
@@ -160,8 +159,10 @@ class Emitter:
                 continue  # we asked for no frames
             self._heard_at = time.monotonic()
             self._out.ack(message.ack_epoch, message.ack_seq, self._heard_at)
-            if message.epoch != self._peer_epoch or self._out.blocked:
+            if message.epoch != self._peer_epoch:
                 self._peer_epoch = message.epoch  # a new listener: it gets everything again
+                self._out.block()
+            if self._out.blocked:
                 self._flush_unacked(self._heard_at)
 
     def flush(self, timeout: float = 10.0) -> bool:

@@ -48,13 +48,19 @@ def test_outgoing_keeps_until_acked_and_resends_in_order() -> None:
     assert counters["federation_frames_resent"] == 6
 
 
-def test_outgoing_holds_new_frames_while_blocked() -> None:
+def test_outgoing_holds_new_frames_while_blocked_and_resumes_in_order() -> None:
     out = linkstate.Outgoing(EPOCH, 100, Counter())
     assert out.add([b"sio:x", b"1"], now=0.0) is None  # the peer has not said hello yet
-    out.blocked = False
+    assert [seq for seq, _ in out.unblock(0.0)] == [1]
     message = out.add([b"sio:x", b"2"], now=0.0)
     assert message is not None and linkstate.decode(message).seq == 2  # type: ignore[union-attr]
-    assert [linkstate.decode(m).seq for m in out.resend(0.0)] == [1, 2]  # type: ignore[union-attr]
+    out.add([b"sio:x", b"3"], now=0.0)
+    out.block(3)  # sending 3 failed: 4 waits behind it
+    assert out.add([b"sio:x", b"4"], now=0.0) is None
+    assert [seq for seq, _ in out.unblock(1.0)] == [3, 4]
+    out.block()  # a new connection: everything unacknowledged again
+    out.ack(EPOCH, 1, now=1.0)
+    assert [seq for seq, _ in out.unblock(2.0)] == [2, 3, 4]
 
 
 def test_outgoing_bound_drops_the_oldest_and_counts() -> None:

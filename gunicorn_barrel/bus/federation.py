@@ -120,6 +120,7 @@ class Federation:
         self._router: zmq.Socket | None = None
         self._zap: zmq.Socket | None = None
         self._monitors: dict[zmq.Socket, str] = {}
+        self._monitored_links: dict[zmq.Socket, Link] = {}  # a dialed link's monitor -> the link
         self._next_hello = 0.0
         self.started = False
 
@@ -143,6 +144,7 @@ class Federation:
             self.close()
             self._router = self._zap = None
             self._monitors = {}
+            self._monitored_links = {}
             for link in self.dialed:
                 link.sock = None
             raise
@@ -173,7 +175,7 @@ class Federation:
             # of piling them up in a pipe to a peer that may have restarted.
             dealer.setsockopt(zmq.IMMEDIATE, 1)
             self._configure(dealer)
-            self._monitor(dealer, f"peer {name} ({endpoint})")
+            self._monitor(dealer, f"peer {name} ({endpoint})", link)
             dealer.connect(endpoint)
             link.sock = dealer
             log.info("federation: dialing peer %s at %s", name, endpoint)
@@ -191,8 +193,11 @@ class Federation:
         sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
 
-    def _monitor(self, sock: zmq.Socket, what: str) -> None:
-        self._monitors[sock.get_monitor_socket(_MONITORED)] = what
+    def _monitor(self, sock: zmq.Socket, what: str, link: Link | None = None) -> None:
+        monitor = sock.get_monitor_socket(_MONITORED)
+        self._monitors[monitor] = what
+        if link is not None:
+            self._monitored_links[monitor] = link
 
     def sockets(self) -> list[zmq.Socket]:
         socks = [link.sock for link in self.dialed if link.sock is not None]
@@ -219,7 +224,7 @@ class Federation:
             if sock is self._zap:
                 self._authenticate(parts)
             elif sock in self._monitors:
-                self._on_event(self._monitors[sock], parts)
+                self._on_event(self._monitors[sock], parts, self._monitored_links.get(sock))
             else:
                 link = next(x for x in self.dialed if x.sock is sock)
                 self._on_message(link, parts, now)
@@ -246,9 +251,11 @@ class Federation:
                 name = self.names.get(message.node.encode("ascii"), message.node[:8])
                 link = self.accepted[message.node] = Link(name, self._outgoing(), self._router)
             if link.route != route:
+                # A new connection: what the old one carried may be lost.
                 self._routes.pop(link.route or b"", None)
                 link.route = route
                 self._routes[route] = link
+                link.out.block()
             link.wants_data = message.wants_data
         if link is None:
             # DATA before HELLO (a reconnect): use the frame, acknowledge it later.
@@ -281,16 +288,15 @@ class Federation:
             log.info("federation: peer %s is up (epoch %s); resending %s unacknowledged frame(s)",
                      link.name, message.epoch.hex()[:8], len(link.out.unacked))
             link.peer_epoch = message.epoch
-            self._flush(link, now)
-        elif link.out.blocked:
+            link.out.block()  # a new peer: everything unacknowledged goes again
+        if link.out.blocked:
             self._flush(link, now)
 
     def _flush(self, link: Link, now: float) -> None:
-        """Send everything unacknowledged, in order; new frames wait again if a send fails."""
-        link.out.blocked = False
-        for data in link.out.resend(now):
+        """Send what waits, in order; new frames wait again if a send fails."""
+        for seq, data in link.out.unblock(now):
             if not link.send(data, self.counters):
-                link.out.blocked = True
+                link.out.block(seq)
                 return
 
     def _refuse_message(self, exc: Exception) -> None:
@@ -326,11 +332,13 @@ class Federation:
                 "the key directory", self.counters["federation_peers_refused"])
         self._zap.send_multipart([version, request_id, b"400", b"key not authorized", b"", b""])
 
-    def _on_event(self, what: str, message: list[bytes]) -> None:
+    def _on_event(self, what: str, message: list[bytes], link: Link | None) -> None:
         event = parse_monitor_message(message)
         kind = event["event"]
         if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             log.info("federation: %s: link up (%s)", what, _endpoint(event))
+            if link is not None:
+                link.out.block()  # a new connection: what the old one carried may be lost
         elif kind == zmq.EVENT_DISCONNECTED:
             log.warning("federation: %s: link down (%s)", what, _endpoint(event))
         elif kind & _HANDSHAKE_FAILED:
@@ -352,7 +360,7 @@ class Federation:
             if link.send(message, self.counters):
                 self.counters["federation_frames_out"] += 1
             else:
-                link.out.blocked = True
+                link.out.block(link.out.seq)
 
     def tick(self, now: float) -> None:
         """Every HELLO_INTERVAL: say hello (with acks) on each link; resend what waited too long."""

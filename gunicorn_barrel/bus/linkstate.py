@@ -117,8 +117,10 @@ class Outgoing:
         # link seq -> (last sent at, frame parts)
         self.unacked: OrderedDict[int, tuple[float, list[bytes]]] = OrderedDict()
         # Until the peer said hello, and after a send failed, new frames wait
-        # behind the unsent ones: the peer gets each sender's frames in order.
+        # behind the unsent ones (from link seq resume_from on): the peer gets
+        # each sender's frames in order.
         self.blocked = True
+        self.resume_from = 1
         # When the peer last acknowledged something (or we had nothing to acknowledge):
         # timed resends only when acknowledgements stall, not behind a busy peer's backlog.
         self.progress_at = 0.0
@@ -134,6 +136,25 @@ class Outgoing:
             self.unacked.popitem(last=False)
             self.counters["federation_frames_dropped"] += 1
         return None if self.blocked else encode_data(self.epoch, self.seq, self.base(), frame)
+
+    def block(self, from_seq: int | None = None) -> None:
+        """Hold new frames: a send failed at ``from_seq``, or (None) the connection is new
+        and what it carried before may be lost: everything unacknowledged goes again."""
+        first = next(iter(self.unacked), self.seq + 1) if from_seq is None else from_seq
+        self.resume_from = min(self.resume_from, first) if self.blocked else first
+        self.blocked = True
+
+    def unblock(self, now: float) -> list[tuple[int, bytes]]:
+        """(link seq, DATA message) to send, in order, to resume; the caller blocks again on a failure."""
+        self.blocked = False
+        base = self.base()
+        out = []
+        for seq, (_sent_at, frame) in self.unacked.items():
+            if seq >= self.resume_from:
+                self.unacked[seq] = (now, frame)
+                out.append((seq, encode_data(self.epoch, seq, base, frame)))
+        self.counters["federation_frames_resent"] += len(out)
+        return out
 
     def base(self) -> int:
         """Everything below this was acknowledged (or dropped past the bound)."""
