@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from gunicorn_barrel.bus import keys, linkstate
 from gunicorn_barrel.bus.federation import parse_peers
+from tests.harness import REPO
 
 EPOCH = b"e" * 16
 
@@ -140,3 +144,17 @@ def test_keys_generate_and_load(tmp_path: os.PathLike[str]) -> None:
         keys.load(a)
     with pytest.raises(keys.KeyFileError, match="does not exist"):
         keys.load(os.path.join(tmp_path, "nope"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--keys", "/nonexistent"], "give --listen, --peers or both"),
+    (["--keys", "/nonexistent", "--listen", "tcp://127.0.0.1:1"], "does not exist"),
+    (["--keys", "KEYS", "--peers", "x=tcp://127.0.0.1:1"], "no public key for peer(s) x"),
+    (["--keys", "KEYS", "--peers", "tcp://127.0.0.1:1"], "expected NAME=tcp://HOST:PORT"),
+])
+def test_hub_refuses_bad_arguments_with_the_reason(args: list[str], message: str, tmp_path: Path) -> None:
+    keys.generate(str(tmp_path / "k"), "hub")
+    args = [str(tmp_path / "k") if a == "KEYS" else a for a in args]
+    done = subprocess.run([sys.executable, "-m", "gunicorn_barrel.hub", *args], capture_output=True,
+                          text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2 and message in done.stderr, done.stderr
