@@ -55,7 +55,8 @@ _instance: _Instance | None = None
 
 # Settings the running side processes were started with; HUP cannot change them.
 _FIXED_AT_START = ("runtime_dir", "max_frame_size", "store", "store_path", "store_durability",
-                   "bus", "bus_namespace")
+                   "bus", "bus_namespace", "federation_listen", "federation_peers",
+                   "federation_keys", "federation_queue_limit")
 
 
 def active_settings() -> barrel_settings.BarrelSettings | None:
@@ -83,7 +84,7 @@ def _side_processes(
         return []  # a Redis bus: workers talk to Redis, and the store cannot be embedded
     procs = [SideProcessSupervisor(
         "broadcaster", "gunicorn_barrel.bus.broadcaster",
-        ["--max-frame-size", str(settings.max_frame_size)], *common,
+        ["--max-frame-size", str(settings.max_frame_size), *_federation_args(settings)], *common,
     )]
     if settings.store == "embedded":
         procs.append(SideProcessSupervisor(
@@ -94,6 +95,15 @@ def _side_processes(
             *common,
         ))
     return procs
+
+
+def _federation_args(settings: barrel_settings.BarrelSettings) -> list[str]:
+    if not settings.federation_listen and not settings.federation_peers:
+        return []
+    return ["--federation-listen", settings.federation_listen,
+            "--federation-peers", settings.federation_peers,
+            "--federation-keys", settings.federation_keys,
+            "--federation-queue-limit", str(settings.federation_queue_limit)]
 
 
 def on_starting(server: Any) -> None:

@@ -132,6 +132,34 @@ def _existing_dir(raw: object) -> str:
     return path
 
 
+def _tcp_endpoint_or_off(raw: object) -> str:
+    value = str(raw).strip()
+    if value and not _is_tcp(value):
+        raise ValueError(f"expected tcp://HOST:PORT or an empty string (off), got {raw!r}")
+    return value
+
+
+def _peer_list(raw: object) -> str:
+    value = str(raw).strip()
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, endpoint = item.partition("=")
+        if not sep or not name.strip() or not _is_tcp(endpoint.strip()):
+            raise ValueError(f"expected NAME=tcp://HOST:PORT[,...], got {item!r}")
+    return value
+
+
+def _is_tcp(endpoint: str) -> bool:
+    host, sep, port = endpoint.removeprefix("tcp://").rpartition(":")
+    return endpoint.startswith("tcp://") and bool(sep and host) and port.isdigit()
+
+
+def _dir_or_off(raw: object) -> str:
+    path = str(raw).strip()
+    if path and not os.path.isdir(path):
+        raise ValueError(f"directory {path!r} does not exist (make keys with gunicorn-barrel-keys)")
+    return os.path.abspath(path) if path else ""
+
+
 def _default_runtime_base() -> str:
     return tempfile.gettempdir()
 
@@ -276,6 +304,37 @@ SETTINGS: tuple[Setting, ...] = (
         "Redis (channels barrel:bus:<namespace>:...). Instances of one app must use the "
         "same. Default empty.",
     ),
+    Setting(
+        "federation_listen",
+        _tcp_endpoint_or_off,
+        lambda: "",
+        "tcp://HOST:PORT on which the broadcaster accepts federation links from peer "
+        "broadcasters, hubs and emitters (CURVE-authenticated). Empty (default): off.",
+    ),
+    Setting(
+        "federation_peers",
+        _peer_list,
+        lambda: "",
+        "Peers this broadcaster dials, as NAME=tcp://HOST:PORT,... where NAME is the "
+        "peer's public key file peers/NAME.key in federation_keys. Configure each link "
+        "on one side only. Empty (default): none.",
+    ),
+    Setting(
+        "federation_keys",
+        _dir_or_off,
+        lambda: "",
+        "Key directory for federation links: this broadcaster's NAME.key_secret and the "
+        "peers' public keys in peers/ (made by gunicorn-barrel-keys). Required with "
+        "federation_listen or federation_peers.",
+    ),
+    Setting(
+        "federation_queue_limit",
+        _int_between(100, 10_000_000),
+        lambda: 100_000,
+        "Frames a broadcaster keeps per federation link until the peer acknowledges them "
+        "(resent when the link heals); past it the oldest is dropped and counted "
+        "(federation_frames_dropped). Default 100000.",
+    ),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -301,6 +360,10 @@ class BarrelSettings:
     restart_delay: float
     bus: str
     bus_namespace: str
+    federation_listen: str
+    federation_peers: str
+    federation_keys: str
+    federation_queue_limit: int
 
 
 def _unknown(name: str, where: str) -> SettingsError:
@@ -340,6 +403,8 @@ def resolve(
         elif setting.name not in values:
             values[setting.name] = _parse_one(setting, setting.default(), "default")
     store_given = "store" in overrides or "BARREL_STORE" in environ
+    if values["federation_listen"] or values["federation_peers"]:
+        _check_federation_keys(values["federation_keys"], values["federation_peers"])
     return BarrelSettings(**_combine(values, store_given))
 
 
@@ -347,6 +412,11 @@ def _combine(values: dict[str, Any], store_given: bool) -> dict[str, Any]:
     """Settings that depend on each other: the store follows a Redis bus."""
     if values["bus"] == "zmq":
         return values
+    if values["federation_listen"] or values["federation_peers"]:
+        raise SettingsError(
+            "invalid barrel settings: federation_listen/federation_peers link broadcasters, "
+            f"and bus={_safe(values['bus'])!r} runs none; instances sharing a Redis bus "
+            "need no federation")
     # The embedded store is one per instance and publishes its changes through
     # the zmq broadcaster, which a Redis bus does not start: with instances on
     # several hosts the store must be shared too, so it follows the bus.
@@ -367,6 +437,24 @@ def _safe(url: str) -> str:
     except ValueError:
         return "<unparsable URL>"
     return url.replace(f":{password}@", ":***@") if password else url
+
+
+def _check_federation_keys(directory: str, peers: str) -> None:
+    """At config load, not in the broadcaster: a key missing for a peer stops gunicorn with its name."""
+    if not directory:
+        raise SettingsError("barrel setting federation_keys is required with federation_listen "
+                            "or federation_peers (make keys with gunicorn-barrel-keys)")
+    from gunicorn_barrel.bus import keys  # imports zmq: only when federation is on
+
+    try:
+        ring = keys.load(directory)
+    except keys.KeyFileError as exc:
+        raise SettingsError(f"invalid barrel setting federation_keys: {exc}") from None
+    for item in filter(None, (part.strip() for part in peers.split(","))):
+        name = item.partition("=")[0].strip()
+        if name not in ring.peers:
+            raise SettingsError(f"invalid barrel setting federation_peers: no public key for peer "
+                                f"{name!r} ({directory}/peers/{name}.key)")
 
 
 def reference_table() -> str:

@@ -14,7 +14,9 @@ pytestmark = pytest.mark.integration
 
 def test_every_example_conf_is_tested() -> None:
     confs = sorted(p.name for p in (REPO / "example_confs").glob("*.py"))
-    assert confs == ["barrel_conf.py", "redis_bus.py", "with_own_hooks.py"]
+    # federation_*.py are run by tests/test_federation.py (three linked instances each).
+    assert confs == ["barrel_conf.py", "federation_chain.py", "federation_mesh.py", "federation_star.py",
+                     "redis_bus.py", "with_own_hooks.py"]
 
 
 def test_barrel_conf_lets_the_command_line_win() -> None:

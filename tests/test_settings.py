@@ -21,6 +21,7 @@ NAMES = (
     "gap_timeout", "max_unacked",
     "client_queue_limit", "slow_client_policy", "store", "store_path", "store_durability",
     "store_timeout", "store_max_value", "restart_delay", "bus", "bus_namespace",
+    "federation_listen", "federation_peers", "federation_keys", "federation_queue_limit",
 )
 KNOWN_LIST = "known settings: " + ", ".join(sorted(NAMES))
 
@@ -66,6 +67,10 @@ def test_defaults() -> None:
         restart_delay=0.1,
         bus="zmq",
         bus_namespace="",
+        federation_listen="",
+        federation_peers="",
+        federation_keys="",
+        federation_queue_limit=100_000,
     )
     assert resolve({}, environ={}) == resolved
 
@@ -355,3 +360,36 @@ def test_reference_table_documents_every_setting() -> None:
 def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.rst").read_text()
     assert settings.reference_table().strip() in readme
+
+
+# --------------------------------------------------------------------------- federation
+
+
+@pytest.mark.parametrize("name, value", [
+    ("federation_listen", "127.0.0.1:7000"),
+    ("federation_listen", "tcp://127.0.0.1"),
+    ("federation_peers", "tcp://127.0.0.1:7000"),
+    ("federation_peers", "b=udp://127.0.0.1:7000"),
+    ("federation_keys", "/nonexistent/barrel-keys"),
+    ("federation_queue_limit", "10"),
+])
+def test_bad_federation_settings_are_refused_with_their_name(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"invalid barrel setting {name} "):
+        resolve({name: value}, environ={})
+
+
+def test_federation_needs_keys(short_dir: str) -> None:
+    with pytest.raises(SettingsError, match="federation_keys is required"):
+        resolve({"federation_listen": "tcp://127.0.0.1:7000"}, environ={})
+    with pytest.raises(SettingsError, match="federation_keys: .* exactly one"):
+        resolve({"federation_listen": "tcp://127.0.0.1:7000", "federation_keys": short_dir}, environ={})
+    from gunicorn_barrel.bus import keys
+
+    keys.generate(short_dir, "a")
+    keys.generate(os.path.join(short_dir, "other"), "b")
+    with pytest.raises(SettingsError, match="no public key for peer 'b'"):
+        resolve({"federation_peers": "b=tcp://10.1.2.3:7000"}, environ={"BARREL_FEDERATION_KEYS": short_dir})
+    shutil.copy(os.path.join(short_dir, "other", "b.key"), os.path.join(short_dir, "peers", "b.key"))
+    resolved = resolve({"federation_peers": "b=tcp://10.1.2.3:7000"},
+                       environ={"BARREL_FEDERATION_KEYS": short_dir})
+    assert resolved.federation_keys == short_dir

@@ -78,6 +78,8 @@ class BusClient:
         self.outbox: Outbox[list[bytes]] = Outbox(max_unacked, self.counters)
         self.inbox: Inbox[wire.Frame] = Inbox(gap_timeout, max_unacked, self.counters)
         self.epoch: bytes | None = None
+        # The broadcaster's federation counters, from its heartbeat (empty without federation).
+        self.broadcaster_counters: dict[str, int] = {}
         self._last_heartbeat = 0.0
         self._handlers: dict[str, list[Handler]] = {}
         # Delivery yields now and then (see _YIELD_EVERY): one deliverer at a
@@ -207,6 +209,9 @@ class BusClient:
                 for parts in self.outbox.to_resend(self._last_heartbeat):
                     self._send(parts)
             self.epoch = frame.origin
+        shared = frame.payload.get("counters")
+        if isinstance(shared, dict):
+            self.broadcaster_counters = shared
         acks = frame.payload.get("acks")
         if not isinstance(acks, dict):
             return
@@ -291,6 +296,14 @@ def counters() -> dict[str, int]:
     if _current is None or _current.pid != os.getpid():
         return {}
     return dict(_current.counters)
+
+
+def broadcaster_counters() -> dict[str, int]:
+    """The federation counters of this worker's broadcaster, as of its last heartbeat."""
+    if _current is None or _current.pid != os.getpid():
+        return {}
+    # A Redis bus has no broadcaster.
+    return dict(getattr(_current, "broadcaster_counters", {}))
 
 
 def close_current() -> None:

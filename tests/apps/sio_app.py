@@ -133,8 +133,10 @@ def start_stream(sid, data):
 @sio.event
 def bus_counters(sid, _data=None):
     import gunicorn_barrel
+    from gunicorn_barrel.bus import client
 
-    return {"pid": os.getpid(), "counters": gunicorn_barrel.counters()}
+    return {"pid": os.getpid(), "counters": gunicorn_barrel.counters(),
+            "broadcaster": client.broadcaster_counters()}
 
 
 @sio.event

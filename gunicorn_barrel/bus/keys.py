@@ -1,0 +1,116 @@
+"""Federation keys: make a CURVE key pair, and read a broadcaster's key directory.
+
+A key directory (the ``federation_keys`` setting) holds::
+
+    NAME.key_secret   this broadcaster's key pair (only one *.key_secret file)
+    NAME.key          its public key: copy it into each peer's peers/ directory
+    peers/OTHER.key   the public keys of the peers: who may connect here, and
+                      (by OTHER, in federation_peers) whom we connect to
+
+Make a key pair with ``gunicorn-barrel-keys DIR NAME`` (or
+``python -m gunicorn_barrel.bus.keys DIR NAME``). The files are zeromq's
+certificate format (``zmq.auth``): z85 text, never code.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+
+import zmq
+import zmq.auth
+
+PEERS_DIR = "peers"
+
+
+class KeyFileError(ValueError):
+    """A key directory that cannot be used (missing, ambiguous or unreadable files)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyRing:
+    """This broadcaster's key pair and its peers' public keys (z85 bytes)."""
+
+    public: bytes
+    secret: bytes
+    peers: dict[str, bytes]  # peer name -> public key
+
+    @property
+    def node(self) -> str:
+        return self.public.decode("ascii")
+
+    def is_authorized(self, public: bytes) -> bool:
+        return public in self.peers.values()
+
+
+def generate(directory: str, name: str) -> tuple[str, str]:
+    """Write NAME.key and NAME.key_secret into ``directory``; return their paths."""
+    if not name or "/" in name or name.startswith("."):
+        raise KeyFileError(f"bad key name {name!r}")
+    os.makedirs(os.path.join(directory, PEERS_DIR), exist_ok=True)
+    secret_path = os.path.join(directory, f"{name}.key_secret")
+    if os.path.exists(secret_path):
+        raise KeyFileError(f"{secret_path} exists; remove it first to make a new key pair")
+    # The secret file is readable by its owner only.
+    old_umask = os.umask(0o077)
+    try:
+        public_path, secret_path = zmq.auth.create_certificates(directory, name)
+    finally:
+        os.umask(old_umask)
+    os.chmod(public_path, 0o644)
+    return public_path, secret_path
+
+
+def load(directory: str) -> KeyRing:
+    """Read the key directory; raise KeyFileError with the reason when it is unusable."""
+    if not os.path.isdir(directory):
+        raise KeyFileError(f"federation key directory {directory!r} does not exist")
+    secrets = sorted(f for f in os.listdir(directory) if f.endswith(".key_secret"))
+    if len(secrets) != 1:
+        raise KeyFileError(
+            f"{directory!r} must hold exactly one *.key_secret file (this broadcaster's key pair), "
+            f"found {len(secrets)}; make one with: gunicorn-barrel-keys {directory} NAME"
+        )
+    try:
+        public, secret = zmq.auth.load_certificate(os.path.join(directory, secrets[0]))
+    except (OSError, ValueError) as exc:
+        raise KeyFileError(f"cannot read {secrets[0]}: {exc}") from None
+    if secret is None:
+        raise KeyFileError(f"{secrets[0]} has no secret key")
+    peers: dict[str, bytes] = {}
+    peers_dir = os.path.join(directory, PEERS_DIR)
+    if os.path.isdir(peers_dir):
+        for fname in sorted(os.listdir(peers_dir)):
+            if not fname.endswith(".key"):
+                continue
+            try:
+                peer_public, _ = zmq.auth.load_certificate(os.path.join(peers_dir, fname))
+            except (OSError, ValueError) as exc:
+                raise KeyFileError(f"cannot read {PEERS_DIR}/{fname}: {exc}") from None
+            peers[fname[: -len(".key")]] = peer_public
+    return KeyRing(public, secret, peers)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="gunicorn-barrel-keys",
+        description="Make a CURVE key pair for a barrel federation link (broadcaster, hub or emitter).",
+    )
+    parser.add_argument("directory", help="key directory (the federation_keys setting)")
+    parser.add_argument("name", help="this host's name: the public key is written to NAME.key")
+    args = parser.parse_args(argv)
+    try:
+        public_path, secret_path = generate(args.directory, args.name)
+    except KeyFileError as exc:
+        print(f"gunicorn-barrel-keys: {exc}", file=sys.stderr)
+        return 1
+    print(f"secret key pair: {secret_path} (keep it here)")
+    print(f"public key:      {public_path}")
+    print(f"copy {public_path} into the {PEERS_DIR}/ directory of every peer's key directory")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
