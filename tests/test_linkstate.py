@@ -118,6 +118,7 @@ def test_seen_filter_memory_is_bounded_and_streams_expire() -> None:
 
 def test_federated_channels() -> None:
     assert linkstate.federated(b"sio:socketio") and linkstate.federated(b"ev:x")
+    assert linkstate.federated(b"sio@0a1b2c3d4e5f.1234:socketio")  # acks to one worker
     assert not linkstate.federated(b"store") and not linkstate.federated(b"\x00hb")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests import test_cross_worker
+from tests import cross_instance, test_cross_worker
 from tests.harness import Client, Gunicorn, gunicorn, spread_clients, wait_for
 from tests.node_clients import NodeClients, all_workers_serving
 from tests.redis_server import RedisServer
@@ -135,82 +135,16 @@ def test_frames_travel_on_the_namespaced_redis_channel(
 # --------------------------------------------------------------------------- three instances
 
 
-@pytest.fixture(scope="module")
-def instances(redis_server: RedisServer) -> Iterator[list[list[Client]]]:
-    """Three gunicorn instances (-w 2 each, own ports) on one Redis: one client on each worker."""
+def test_the_cross_instance_suite_on_three_instances_sharing_one_redis(redis_server: RedisServer) -> None:
+    """tests/cross_instance.py, as run on federated broadcasters: the same checks, a Redis bus."""
     servers = [Gunicorn(workers=2, env=redis_bus_env(redis_server, "x3")) for _ in range(3)]
-    groups: list[list[Client]] = []
     try:
         for srv in servers:
             srv.start()
-        for srv in servers:
-            clients = spread_clients(srv.url, 2, per_worker=1)
-            groups.append(list({c.pid: c for c in clients}.values()))
-            for extra in clients:
-                if extra not in groups[-1]:
-                    extra.close()
-        yield groups
+        cross_instance.check_all(servers)
     finally:
-        for group in groups:
-            for c in group:
-                c.close()
         for srv in servers:
             srv.stop()
-
-
-def test_broadcast_across_instances_exactly_once(instances: list[list[Client]]) -> None:
-    everyone = [c for group in instances for c in group]
-    assert len({c.pid for c in everyone}) == 6
-    for sender in (instances[0][0], instances[2][1]):
-        token = uuid.uuid4().hex
-        assert sender.call("broadcast", {"token": token}) == "ok"
-        for c in everyone:
-            wait_for(lambda c=c, t=token: {"token": t} in c.got("news"), 10, f"broadcast at {c.pid}")
-        fence = uuid.uuid4().hex
-        sender.call("broadcast", {"token": fence})
-        for c in everyone:
-            wait_for(lambda c=c, f=fence: {"token": f} in c.got("news"), 10, "fence")
-            assert c.got("news").count({"token": token}) == 1
-
-
-def test_rooms_across_instances(instances: list[list[Client]]) -> None:
-    actor = instances[0][0]
-    members = [instances[1][0], instances[2][1], instances[0][1]]
-    outsiders = [instances[1][1], instances[2][0]]
-    room = "room-" + uuid.uuid4().hex
-    for m in members:
-        actor.call("put_in_room", {"sid": m.sid, "room": room})  # sids held by other instances
-    token = uuid.uuid4().hex
-
-    def everyone_got_it() -> bool:
-        actor.call("room_emit", {"room": room, "payload": token})
-        return all(token in m.got("room_news") for m in members)
-
-    wait_for(everyone_got_it, 10, "room emit at every member", interval=0.2)
-    fence = uuid.uuid4().hex
-    actor.call("broadcast", {"token": fence})
-    for c in outsiders:
-        wait_for(lambda c=c: {"token": fence} in c.got("news"), 10, "fence")
-        assert token not in c.got("room_news")
-
-
-def test_remote_call_and_ack_across_instances(instances: list[list[Client]]) -> None:
-    asker, target = instances[0][1], instances[2][0]
-    reply = asker.call("ask", {"to": target.sid, "question": "across?"}, timeout=20)
-    assert reply == {"answer": f"42 from {target.pid}", "pid": asker.pid}
-    assert target.got("question").count("across?") == 1
-    asker, target = instances[1][0], instances[0][0]
-    reply = asker.call("emit_with_ack", {"to": target.sid, "question": "ack?"}, timeout=20)
-    assert reply == {"answer": [f"42 from {target.pid}"]}
-
-
-def test_remote_disconnect_across_instances(instances: list[list[Client]]) -> None:
-    actor, victim = instances[0][0], instances[1][1]
-    assert actor.call("kick", {"sid": victim.sid}) == "ok"
-    wait_for(lambda: not victim.sio.connected or victim.sio.get_sid() != victim.sid, 10,
-             "victim on another instance disconnected")
-    assert actor.sio.connected
-    # The module's other tests ran before (file order); the victim may reconnect, unused.
 
 
 # --------------------------------------------------------------------------- Redis outages

@@ -38,9 +38,10 @@ HELLO_INTERVAL = 0.1
 PEER_ALIVE_WITHIN = 1.0
 # Sent and unacknowledged this long while the peer is alive: lost on the way.
 RESEND_AFTER = 1.0
-# Channels that cross hosts: socket.io and named events. The embedded store's
-# change channel ("store") and the bus's own stay local.
-FEDERATED_PREFIXES = (b"sio:", b"ev:")
+# Channels that cross hosts: socket.io (everyone's, and one worker's: an ack
+# goes back to the worker waiting for it, on whichever host) and named events.
+# The embedded store's change channel ("store") and the bus's own stay local.
+FEDERATED_PREFIXES = (b"sio:", b"sio@", b"ev:")
 
 _HELLO = struct.Struct("!1s16s1s16sQ")
 _DATA = struct.Struct("!1s16sQQB")
