@@ -160,8 +160,9 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
         # Publish first: a frame that cannot travel (too large, not
         # encodable) raises here, before any client got the message. An
         # emit to a sid of this worker needs no bus at all.
-        if self._channel_for(message) != self._own_channel():
-            self._publish(message)
+        channel = self._channel_for(message)  # once: it may check a sid's MAC
+        if channel != self._own_channel():
+            self._attach().publish(channel, message)
         self._deliver(message)
 
     def _encode(self, namespace: str, event: str, args: list[Any]) -> str | None:

@@ -38,6 +38,7 @@ MAX_REQUEST_LINE = 8192
 _PARTIAL_LINE_POLL = 0.005
 
 _secret: bytes | None = None
+_instance_tag: str | None = None
 # engine.io servers that issued sessions in this process (for their limits)
 _servers: weakref.WeakSet[Any] = weakref.WeakSet()
 ENGINEIO_DEFAULT_MAX_HTTP_BUFFER = 1_000_000
@@ -45,10 +46,11 @@ ENGINEIO_DEFAULT_MAX_HTTP_BUFFER = 1_000_000
 
 def set_secret(secret: bytes) -> None:
     """Set this instance's MAC key (the arbiter does it before forking workers)."""
-    global _secret
+    global _secret, _instance_tag
     if len(secret) < 16:
         raise ValueError("the routing secret must have at least 16 bytes")
     _secret = secret
+    _instance_tag = None
 
 
 def _key() -> bytes:
@@ -63,7 +65,10 @@ def _mac(body: bytes) -> bytes:
 
 def instance_tag() -> str:
     """A short name of this gunicorn instance, the same in all its workers (derived from the key)."""
-    return hmac.new(_key(), b"instance tag", hashlib.sha256).hexdigest()[:12]
+    global _instance_tag
+    if _instance_tag is None:  # once per key: it names a channel at every emit to one worker
+        _instance_tag = hmac.new(_key(), b"instance tag", hashlib.sha256).hexdigest()[:12]
+    return _instance_tag
 
 
 def new_sid(pid: int | None = None) -> str:
