@@ -56,6 +56,22 @@ class Bus(Protocol):
     def close(self) -> None: ...
 
 
+def call_handlers(handlers: list[Handler], frame: wire.Frame, counters: Counter[str]) -> None:
+    """Hand ``frame`` to its channel's handlers (in the listener greenlet), for either bus backend.
+
+    A handler that raises is logged; the others still run. Every
+    ``_YIELD_EVERY`` frames the listener yields (see there).
+    """
+    counters["frames_delivered"] += 1
+    if counters["frames_delivered"] % _YIELD_EVERY == 0:
+        gevent.sleep(0)
+    for handler in handlers:
+        try:
+            handler(frame)
+        except Exception:
+            log.exception("bus handler for %s failed", frame.channel)
+
+
 class BusClosed(RuntimeError):
     """The bus client was closed; nothing more can be published."""
 
@@ -222,16 +238,8 @@ class BusClient:
 
     def _deliver(self, frame: wire.Frame) -> None:
         handlers = self._handlers.get(frame.channel)
-        if not handlers:
-            return
-        self.counters["frames_delivered"] += 1
-        if self.counters["frames_delivered"] % _YIELD_EVERY == 0:
-            gevent.sleep(0)
-        for handler in handlers:
-            try:
-                handler(frame)
-            except Exception:
-                log.exception("bus handler for %s failed", frame.channel)
+        if handlers:
+            call_handlers(handlers, frame, self.counters)
 
     def _tick(self) -> None:
         """Give up on gaps that waited too long; resend frames lost on the way."""

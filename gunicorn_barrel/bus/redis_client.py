@@ -34,7 +34,6 @@ import redis
 from gevent.event import Event
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from gunicorn_barrel.bus import client as bus_client
@@ -43,7 +42,7 @@ from gunicorn_barrel.bus.client import BusClosed, Handler
 from gunicorn_barrel.bus.redis_sender import RedisSender
 from gunicorn_barrel.bus.replay import GapInbox, NackSchedule, ReplayWindow
 from gunicorn_barrel.bus.sequencing import Stream
-from gunicorn_barrel.store.redis_backend import safe_url
+from gunicorn_barrel.store.redis_backend import live_messages, safe_url
 
 log = logging.getLogger("gunicorn_barrel.bus")
 
@@ -60,7 +59,6 @@ _REPLAY_FRAMES = 20_000
 _REPLAY_BYTES = 16 * 1024 * 1024
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 1.0
-_YIELD_EVERY = 32  # as in the zmq client: bursts let the clients' writers drain
 _CLOSE_FLUSH = 2.0  # seconds close() waits for queued frames to be published
 
 
@@ -175,21 +173,8 @@ class RedisBusClient:
         pubsub = self._sub.pubsub()
         try:
             pubsub.psubscribe(self.prefix + b"*")
-            started = heard = time.monotonic()
-            ping_sent: float | None = None
-            while not self._closed:
-                message = pubsub.get_message(timeout=_IDLE_PING)
-                now = time.monotonic()
-                if message is None:
-                    if not self.live.is_set() and now - started > _IO_TIMEOUT:
-                        raise RedisTimeoutError(f"no subscription confirmation within {_IO_TIMEOUT} s")
-                    if ping_sent is not None and now - ping_sent > _IO_TIMEOUT:
-                        raise RedisTimeoutError(f"no answer to PING within {_IO_TIMEOUT} s")
-                    if ping_sent is None and now - heard > _IDLE_PING:
-                        pubsub.ping()
-                        ping_sent = now
-                    continue
-                heard, ping_sent = now, None
+            for message in live_messages(pubsub, self.live, lambda: self._closed, _IO_TIMEOUT,
+                                         _IDLE_PING, poll=_IDLE_PING):
                 kind = message.get("type")
                 if kind == "pmessage":
                     self._receive(message["channel"], message["data"])
@@ -223,16 +208,8 @@ class RedisBusClient:
 
     def _deliver(self, frame: wire.Frame) -> None:
         handlers = self._handlers.get(frame.channel)
-        if not handlers or TICK_KEY in frame.payload:
-            return
-        self.counters["frames_delivered"] += 1
-        if self.counters["frames_delivered"] % _YIELD_EVERY == 0:
-            gevent.sleep(0)
-        for handler in handlers:
-            try:
-                handler(frame)
-            except Exception:
-                log.exception("bus handler for %s failed", frame.channel)
+        if handlers and TICK_KEY not in frame.payload:
+            bus_client.call_handlers(handlers, frame, self.counters)
 
     # -- recovery --------------------------------------------------------------
 

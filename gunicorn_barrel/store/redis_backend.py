@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -112,6 +112,35 @@ end
 """ + _PUBLISH.replace("_VALUE_", "''") + """
 return 1
 """
+
+
+def live_messages(
+    pubsub: Any, confirmed: Event, closed: Callable[[], bool], timeout: float, idle_ping: float, poll: float
+) -> Iterator[dict[str, Any]]:
+    """The messages of ``pubsub`` while not ``closed()``, with a watch on the link.
+
+    A link that died without a reset (a frozen server, a partition) sends
+    nothing: after ``idle_ping`` silent seconds it is PINGed, and an unanswered
+    PING, or a subscription not ``confirmed`` (an Event the caller sets),
+    raises RedisTimeoutError after ``timeout`` seconds. ``poll`` is the wait
+    of one ``get_message``.
+    """
+    started = heard = time.monotonic()
+    ping_sent: float | None = None
+    while not closed():
+        message = pubsub.get_message(timeout=poll)
+        now = time.monotonic()
+        if message is None:
+            if not confirmed.is_set() and now - started > timeout:
+                raise RedisTimeoutError(f"no subscription confirmation within {timeout} s")
+            if ping_sent is not None and now - ping_sent > timeout:
+                raise RedisTimeoutError(f"no answer to PING within {timeout} s")
+            if ping_sent is None and now - heard > idle_ping:
+                pubsub.ping()
+                ping_sent = now
+            continue
+        heard, ping_sent = now, None
+        yield message
 
 
 def safe_url(url: str) -> str:
@@ -379,21 +408,8 @@ class RedisStore(Store):
         pubsub = self._sub_client.pubsub()
         try:
             pubsub.subscribe(CHANGES_CHANNEL)
-            started = heard = time.monotonic()
-            ping_sent: float | None = None
-            while not self._closed:
-                message = pubsub.get_message(timeout=1.0)
-                now = time.monotonic()
-                if message is None:
-                    if not self._live.is_set() and now - started > self.timeout:
-                        raise RedisTimeoutError(f"no subscription confirmation within {self.timeout} s")
-                    if ping_sent is not None and now - ping_sent > self.timeout:
-                        raise RedisTimeoutError(f"no answer to PING within {self.timeout} s")
-                    if ping_sent is None and now - heard > _IDLE_PING:
-                        pubsub.ping()
-                        ping_sent = now
-                    continue
-                heard, ping_sent = now, None
+            for message in live_messages(pubsub, self._live, lambda: self._closed, self.timeout,
+                                         _IDLE_PING, poll=1.0):
                 kind = message.get("type")
                 if kind == "subscribe":
                     if was_live:
