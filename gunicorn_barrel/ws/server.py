@@ -43,6 +43,12 @@ def upgrade_problem(environ: dict[str, Any]) -> str | None:
     return None
 
 
+def _opcode_and_payload(message: str | bytes) -> tuple[int, bytes]:
+    if isinstance(message, str):
+        return frames.OP_TEXT, message.encode("utf-8")
+    return frames.OP_BINARY, bytes(message)
+
+
 class BarrelWebSocket:
     """One server-side WebSocket connection, in the shape engine.io's drivers have."""
 
@@ -105,10 +111,7 @@ class BarrelWebSocket:
         """Send one message; OSError once the connection is closed (ends engine.io's writer)."""
         if self._close_sent:
             raise OSError("WebSocket is closed")
-        if isinstance(message, str):
-            opcode, payload = frames.OP_TEXT, message.encode("utf-8")
-        else:
-            opcode, payload = frames.OP_BINARY, bytes(message)
+        opcode, payload = _opcode_and_payload(message)
         compressed = self._compress and len(payload) >= self.deflate_min_size
         if compressed:
             payload = deflate.compress(payload)
@@ -148,11 +151,7 @@ class BarrelWebSocket:
             return False
         data = pkt.__dict__.get("barrel_frame")
         if data is None:
-            encoded = pkt.encode()
-            if isinstance(encoded, str):
-                data = frames.frame(frames.OP_TEXT, encoded.encode("utf-8"))
-            else:
-                data = frames.frame(frames.OP_BINARY, encoded)
+            data = frames.frame(*_opcode_and_payload(pkt.encode()))
             pkt.barrel_frame = data
         if self._compress and len(data) >= self.deflate_min_size:
             return False  # goes compressed, through the writer
@@ -205,7 +204,7 @@ class BarrelWebSocket:
                 self._try_write(frames.frame(frames.OP_PONG, event.payload))
             elif isinstance(event, frames.Close):
                 self._closed = True
-                self.close(event.code if event.code != 1005 else frames.CLOSE_NORMAL)
+                self.close(event.code)
                 return
 
     def close(self, code: int = frames.CLOSE_NORMAL, reason: str = "") -> None:
