@@ -27,6 +27,7 @@ from tests.redis_server import RedisServer
 
 # The cross-worker checks run here too, with this module's server (a Redis bus).
 from tests.test_cross_worker import (  # noqa: F401 - collected by pytest with this module's fixtures
+    test_a_burst_of_emits_arrives_whole_and_once,
     test_broadcast_reaches_every_client_exactly_once,
     test_broadcast_with_skip_sid,
     test_clients_spread_over_all_workers,
@@ -79,20 +80,6 @@ def test_bad_bus_settings_stop_gunicorn_at_start(env: dict[str, str], expected: 
     proc = subprocess.run(srv.cmd, capture_output=True, text=True, timeout=30, env=srv.env)
     assert proc.returncode != 0
     assert expected in proc.stdout + proc.stderr
-
-
-def test_a_burst_of_emits_arrives_whole_once(clients: list[Client]) -> None:
-    # 600 emits without a yield: queued, then pipelined to Redis in batches.
-    # Order is checked with node receivers below: python-socketio's client
-    # handles each event in a thread of its own, so it may record them out of order.
-    clients[0].call("emit_burst", 600)
-
-    def burst(c: Client) -> list[int]:
-        return [m["burst"] for m in c.got("news") if isinstance(m, dict) and "burst" in m]
-
-    for c in clients:
-        wait_for(lambda c=c: len(burst(c)) >= 600, 20, f"the burst at {c.pid}")
-        assert sorted(burst(c)) == list(range(600))
 
 
 def test_no_broadcaster_and_the_store_follows_the_bus(
