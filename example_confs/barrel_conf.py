@@ -10,6 +10,11 @@ from gunicorn_barrel import hooks
 
 worker_class = "gunicorn_barrel.workers.BarrelWorker"
 workers = 4
+# Clients a worker may hold at once (each WebSocket or polling client keeps a
+# connection open): gunicorn's default of 1,000 would leave later ones hanging.
+# The arbiter raises its open-files soft limit to match, up to the hard limit
+# (README: "Many clients: worker_connections and open files").
+worker_connections = 10_000
 # Barrel settings go to install() (or BARREL_* environment variables, which
 # win); unknown names or bad values stop gunicorn with a clear error.
 hooks.install(globals(), websocket_deflate=False)

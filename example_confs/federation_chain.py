@@ -7,11 +7,14 @@ own name:
     FEDERATION_NODE=b gunicorn -c example_confs/federation_chain.py -b 0.0.0.0:8000 app:wsgi
 
 Keys: ``gunicorn-barrel-keys /etc/gunicorn-barrel/keys NAME`` on each host,
-then each host's NAME.key into its neighbours' peers/ directory.
+then each host's NAME.key into its neighbours' peers/ directory (and only
+theirs: a listener keeps frames for every key there, expecting it to dial in).
 
-Frames from a reach c through b: if b's broadcaster is killed, frames it had
-acknowledged to a but not yet passed to c are lost for c (counted as gaps on
-c's workers). See "Multi-host" in README.rst.
+Frames from a reach c through b: when b's broadcaster is killed, a keeps what
+b had not acknowledged and the new b keeps, for c, what arrives before c's
+link is back. Not covered: frames b had acknowledged but still held for a
+link that was down at that moment (two failures at once). See "Multi-host"
+in README.rst.
 """
 import os
 

@@ -11,7 +11,8 @@ and on every gunicorn host (the same file everywhere, no listener needed):
     gunicorn -c example_confs/federation_star.py -b 0.0.0.0:8000 app:wsgi
 
 Copy each host's NAME.key into the hub's peers/ and hub.key into each host's
-peers/. Emitters (cron jobs, gunicorn_barrel.emitter.Emitter) dial the hub too.
+peers/. Emitters (cron jobs, gunicorn_barrel.sio.emitter.Emitter) dial the hub
+too: their keys go into the hub's emitters/.
 """
 import os
 

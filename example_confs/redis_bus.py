@@ -10,6 +10,11 @@ same Redis, so every instance sees the same keys. BARREL_* environment
 variables win over the values below, so the file needs no per-host edit.
 Load balancers: WebSocket needs nothing more; long-polling sessions must stick
 to one instance (barrel routes them between the workers of an instance).
+
+With Sentinel, name the Sentinels and the master instead; the workers follow
+a failover to the promoted replica (README, "Redis bus"):
+
+    BARREL_BUS=redis+sentinel://10.0.0.5:26379,10.0.0.6:26379,10.0.0.7:26379/mymaster/0
 """
 from gunicorn_barrel import hooks
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import harness
 from tests.harness import Client, Gunicorn, spread_clients
 from tests.redis_server import RedisServer
 
@@ -23,6 +24,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         names = ", ".join(getattr(r, "nodeid", "?") for r in skipped[:10])
         reporter.write_line(f"CI: {len(skipped)} test(s) skipped, which CI does not allow: {names}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session", autouse=True)
+def instance_files_in_pytest_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Gunicorn and redis-server logs and store files go to pytest's temporary directory, not /tmp."""
+    harness.FILES_DIR = tmp_path_factory.mktemp("instances")
 
 
 @pytest.fixture(scope="module")

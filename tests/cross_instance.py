@@ -26,6 +26,19 @@ def clients_everywhere(servers: Sequence[Gunicorn], per_worker: int = 1) -> list
     return [spread_clients(s.url, s.workers, per_worker=per_worker) for s in servers]
 
 
+def check_all_on_new_instances(count: int, env: dict[str, str], workers: int = 2) -> None:
+    """Start ``count`` instances of ``workers`` workers with ``env`` (the backend that links
+    them), run ``check_all`` on them, stop them."""
+    servers = [Gunicorn(workers=workers, env=env) for _ in range(count)]
+    try:
+        for srv in servers:
+            srv.start()
+        check_all(servers)
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
 def close_all(groups: Sequence[Sequence[Client]]) -> None:
     for group in groups:
         for client in group:

@@ -4,26 +4,34 @@ Everything started here is stopped by pid; waits poll with a deadline.
 """
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import requests
 import socketio
 
+from gunicorn_barrel.runtime import endpoints
+
 REPO = Path(__file__).resolve().parent.parent
+# Where instances write their logs and store files. Under pytest, tests/conftest.py
+# points it at the session's temporary directory (pytest keeps the last three
+# runs' and removes older ones), so a run leaves nothing of its own in /tmp.
+FILES_DIR = Path(tempfile.gettempdir())
 EXAMPLE_CONF = REPO / "example_confs" / "barrel_conf.py"
-BROADCASTER_MODULE = "gunicorn_barrel.bus.broadcaster"
-STORE_MODULE = "gunicorn_barrel.store.embedded_server"
+BROADCASTER_MODULE = "gunicorn_barrel.bus.zeromq.broadcaster"
+STORE_MODULE = "gunicorn_barrel.store.embedded.server"
 SIDE_PROCESS_MARK = "-m gunicorn_barrel."
 GUNICORN_SCRIPT = str(Path(sys.executable).parent / "gunicorn")
 
@@ -46,6 +54,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
+def read_response_head(sock: socket.socket) -> bytes:
+    """What ``sock`` receives until the end of an HTTP response head (or until it closes)."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
 def pid_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -63,12 +82,21 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _ppid(pid: int) -> int | None:
+def _stat_field(pid: int, index: int) -> int | None:
+    """A numeric field of /proc/<pid>/stat, counted from the one after the command name."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[1])
+            return int(fh.read().rsplit(")", 1)[1].split()[index])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _ppid(pid: int) -> int | None:
+    return _stat_field(pid, 1)
+
+
+def process_group(pid: int) -> int | None:
+    return _stat_field(pid, 2)
 
 
 def children_of(pid: int) -> list[int]:
@@ -102,7 +130,9 @@ class Gunicorn:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
-        self.log_path = log_path or Path(f"/tmp/barrel-test-gunicorn-{self.port}.log")
+        # A barrel instance unless the command line picks another worker class.
+        self.barrel = "-k" not in extra_args and "--worker-class" not in extra_args
+        self.log_path = log_path or FILES_DIR / f"barrel-test-gunicorn-{self.port}.log"
         # The console script, not `python -m gunicorn`: on USR2 gunicorn
         # re-execs sys.argv, and `python .../gunicorn/__main__.py` would put
         # gunicorn's package dir first on sys.path (its `http` shadows the stdlib's).
@@ -112,7 +142,7 @@ class Gunicorn:
             "--graceful-timeout", "5", *extra_args, app,
         ]
         # Each instance keeps its embedded store in a file of its own.
-        self.store_path = Path(f"/tmp/barrel-test-store-{self.port}.sqlite3")
+        self.store_path = FILES_DIR / f"barrel-test-store-{self.port}.sqlite3"
         self.env = {**os.environ, "BARREL_STORE_PATH": str(self.store_path), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_pids: set[int] = set()
@@ -122,7 +152,8 @@ class Gunicorn:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, timeout: float = 30.0) -> Gunicorn:
+    def start(self, timeout: float = 30.0, wait_ready: bool = True) -> Gunicorn:
+        """Start; wait until it serves and (``wait_ready``, barrel) every worker runs with a live bus."""
         # O_APPEND: gunicorn's processes share this file; without it their
         # writes land at stale offsets and overwrite each other.
         self.log_path.write_bytes(b"")
@@ -130,9 +161,33 @@ class Gunicorn:
         self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         log.close()
         wait_for(self._serving, timeout, f"gunicorn on {self.url} (log: {self.log_path})")
-        wait_for(lambda: len(self.worker_pids()) == self.workers, timeout, "all workers booted")
+        if self.barrel and wait_ready:
+            self.wait_workers_ready(timeout)
+        else:  # plain gunicorn (a reference run): no barrel readiness marks
+            wait_for(lambda: len(self.worker_pids()) == self.workers, timeout, "all workers booted")
         self.remember_pids()
         return self
+
+    def ready_worker_pids(self) -> set[int]:
+        """Workers that marked themselves ready in the runtime dir: serving, bus live."""
+        base = self.env.get("BARREL_RUNTIME_DIR") or tempfile.gettempdir()
+        marked: set[int] = set()
+        for rdir in glob.glob(os.path.join(base, f"barrel-{self.pid}-*")):
+            marked |= endpoints.ready_workers(rdir)
+        return marked & set(self.worker_pids())
+
+    def wait_workers_ready(self, timeout: float = 30.0, count: int | None = None) -> list[int]:
+        """Wait until ``count`` (all by default) workers run with a live bus; their pids."""
+        want = self.workers if count is None else count
+
+        def ready() -> list[int] | None:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gunicorn exited with {self.proc.returncode}:\n{self.log()}")
+            pids = sorted(self.ready_worker_pids())
+            return pids if len(pids) >= want and len(self.worker_pids()) == want else None
+
+        return list(wait_for(ready, timeout, f"{want} workers ready (log: {self.log_path})"))
 
     def _serving(self) -> bool:
         assert self.proc is not None
@@ -147,7 +202,15 @@ class Gunicorn:
         return self.log_path.read_text(errors="replace")
 
     def worker_pids(self) -> list[int]:
-        return [p for p in children_of(self.pid) if SIDE_PROCESS_MARK not in _cmdline(p)]
+        # Workers stay in the arbiter's process group; every side process (barrel's
+        # and the user's) runs in a group of its own.
+        group = process_group(self.pid)
+        return [p for p in children_of(self.pid)
+                if process_group(p) == group and SIDE_PROCESS_MARK not in _cmdline(p)]
+
+    def side_process_pids(self, text: str) -> list[int]:
+        """The arbiter's children in a process group of their own whose command line holds ``text``."""
+        return [p for p in children_of(self.pid) if process_group(p) == p and text in _cmdline(p)]
 
     def store_pids(self) -> list[int]:
         return [p for p in children_of(self.pid) if STORE_MODULE in _cmdline(p)]
@@ -258,17 +321,41 @@ class Client:
             pass
 
 
-def spread_clients(
-    url: str, workers: int, per_worker: int = 2, max_clients: int = 120, **kwargs: Any
-) -> list[Client]:
-    """Connect clients until every worker holds at least ``per_worker`` of them."""
-    clients: list[Client] = []
-    while len(clients) < max_clients:
-        clients.append(Client(url, **kwargs))
-        counts = Counter(c.pid for c in clients)
+class OnAWorker(Protocol):
+    @property
+    def pid(self) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
+Held = TypeVar("Held", bound=OnAWorker)
+
+
+def spread(connect: Callable[[], Held], workers: int, per_worker: int, max_attempts: int = 400) -> list[Held]:
+    """Connect until every worker holds exactly ``per_worker`` clients; the kernel picks the worker.
+
+    A client that lands on a worker that has its share already is closed and
+    another one connects: the kernel need not spread connections evenly (a
+    busy worker accepts later), but each new connection is another draw, so
+    this ends within ``max_attempts`` connections however uneven the draws.
+    """
+    kept: list[Held] = []
+    counts: Counter[int | None] = Counter()
+    for _attempt in range(max_attempts):
+        client = connect()
+        if counts[client.pid] >= per_worker:
+            client.close()
+            continue
+        kept.append(client)
+        counts[client.pid] += 1
         if len(counts) == workers and min(counts.values()) >= per_worker:
-            return clients
-    counts = Counter(c.pid for c in clients)
-    for c in clients:
+            return kept
+    for c in kept:
         c.close()
-    raise AssertionError(f"{max_clients} clients did not spread over {workers} workers: {counts}")
+    raise AssertionError(f"{max_attempts} connections did not reach {workers} workers "
+                         f"{per_worker} times each: {dict(counts)}")
+
+
+def spread_clients(url: str, workers: int, per_worker: int = 2, **kwargs: Any) -> list[Client]:
+    """``per_worker`` socket.io clients (python-socketio) on each of ``workers`` workers."""
+    return spread(lambda: Client(url, **kwargs), workers, per_worker)

@@ -10,9 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from tests.harness import REPO, Gunicorn, wait_for
+from tests.harness import REPO, Gunicorn
 from tests.json_lines import JsonLinesProcess
 
 NODE = shutil.which("node")
@@ -23,15 +21,8 @@ NODE_MISSING_REASON = f"needs `node` on PATH and {CLIENT_PACKAGE} (run `npm ci` 
 
 
 def all_workers_serving(srv: Gunicorn) -> None:
-    """Wait until every worker has answered a plain request (each on a new connection)."""
-    seen: set[int] = set()
-
-    def all_seen() -> bool:
-        body = requests.get(srv.url + "/plain", timeout=5).text
-        seen.add(int(body.rsplit(" ", 1)[1]))
-        return seen >= set(srv.worker_pids())
-
-    wait_for(all_seen, 30, f"every worker serving (seen {seen}; log: {srv.log_path})", interval=0.01)
+    """Wait until every worker serves with a live bus (the harness's readiness marks)."""
+    srv.wait_workers_ready()
 
 
 class NodeClients(JsonLinesProcess):
@@ -52,7 +43,7 @@ class NodeClients(JsonLinesProcess):
 
 @contextmanager
 def spread_node_clients(
-    srv: Gunicorn, transports: str, count: int, stderr_path: Path, workers: int = 2, attempts: int = 5
+    srv: Gunicorn, transports: str, count: int, stderr_path: Path, workers: int = 2, attempts: int = 20
 ) -> Iterator[tuple[NodeClients, list[dict[str, Any]]]]:
     """NodeClients whose ``count`` clients are held by at least ``workers`` workers.
 

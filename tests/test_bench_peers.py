@@ -23,7 +23,8 @@ def test_peers_driver_writes_a_table_with_every_figure(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "bench.peers", "--servers", "barrel-2,node-2",
            "--idle-clients", str(CLIENTS), "--clients", str(CLIENTS), "--fixed-rate", "2000",
            "--fixed-seconds", "1", "--max-steps", "1", "--quiet-wait", "0",
-           "--hop-rate", "1000", "--hop-seconds", "1", "--out", str(tmp_path)]
+           "--hop-rate", "1000", "--hop-seconds", "1", "--out", str(tmp_path),
+           "--log-dir", str(tmp_path / "logs")]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((tmp_path / "peers.json").read_text())

@@ -39,6 +39,19 @@ def _other_worker(clients: list[Client], than: Client) -> Client:
     return next(c for c in clients if c.pid != than.pid)
 
 
+def _fence(sender: Client, clients: list[Client]) -> None:
+    """A broadcast from ``sender`` that every client receives.
+
+    Its frame travels behind everything ``sender``'s worker published before
+    (the bus keeps one sender's order across channels): once every client has
+    it, nothing sent earlier, a duplicate included, can still be on its way.
+    """
+    token = {"token": "fence-" + uuid.uuid4().hex}
+    assert sender.call("broadcast", token) == "ok"
+    for c in clients:
+        wait_for(lambda c=c: token in c.got("news"), 10, f"the fence at the client on {c.pid}")
+
+
 def test_clients_spread_over_all_workers(server: Gunicorn, clients: list[Client]) -> None:
     pids = Counter(c.pid for c in clients)
     assert set(pids) == set(server.worker_pids())
@@ -77,8 +90,10 @@ def test_emit_to_a_sid_on_another_worker_keeps_binary(clients: list[Client]) -> 
     target = _other_worker(clients, sender)
     payload = {"blob": bytes(range(256)) * 4, "text": "héllo"}
     sender.call("emit_to", {"to": target.sid, "payload": payload})
-    got = wait_for(lambda: target.got("direct"), 10, "direct emit")
-    assert got == [payload]
+    wait_for(lambda: target.got("direct"), 10, "direct emit")
+    _fence(sender, clients)
+    got = target.got("direct")
+    assert got == [payload]  # once
     assert isinstance(got[0]["blob"], bytes)
     assert all(not c.got("direct") for c in clients if c is not target)
 
@@ -191,6 +206,8 @@ def test_a_burst_of_emits_arrives_whole_and_once(clients: list[Client]) -> None:
     # (python-socketio's client handles each event in a thread of its own).
     for c in clients:
         wait_for(lambda c=c: len(burst(c)) >= 600, 20, f"the burst at {c.pid}")
+    _fence(clients[0], clients)
+    for c in clients:
         assert sorted(burst(c)) == list(range(600))
 
 
@@ -211,9 +228,12 @@ def test_frames_for_one_sid_reach_only_its_worker(clients: list[Client]) -> None
     def arrived() -> int:
         return len([m for m in target.got("direct") if isinstance(m, dict) and m.get("only") == tag])
 
-    wait_for(lambda: arrived() == 50, 10, "50 emits at their sid")
+    wait_for(lambda: arrived() >= 50, 10, "50 emits at their sid")
+    _fence(sender, clients)
+    assert arrived() == 50
     after = delivered()
-    assert after[target.pid] - before[target.pid] >= 50
+    # Each worker delivered the fence; the target also the 50 emits, the others nothing more.
+    assert after[target.pid] - before[target.pid] == 50 + 1, (before, after)
     for pid in witnesses:
         if pid != target.pid:
-            assert after[pid] == before[pid], (pid, before, after)
+            assert after[pid] == before[pid] + 1, (pid, before, after)

@@ -10,18 +10,16 @@ socket in order, so a fence sent after a message arrives after it.
 """
 from __future__ import annotations
 
-import threading
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
-import socketio
 
 from demos.chat import app as chat_app
-from tests.harness import Gunicorn, gunicorn, wait_for
+from tests.chat_client import ChatClient
+from tests.harness import Gunicorn, gunicorn, spread, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,64 +27,8 @@ WORKERS = 4
 APP = "demos.chat.app:wsgi"
 
 
-class ChatClient:
-    """A chat participant that records the hello, chat and system events it receives."""
-
-    def __init__(self, url: str) -> None:
-        self.sio = socketio.Client(reconnection=False)
-        self.lock = threading.Lock()
-        self.received: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for event in ("hello", "chat", "system"):
-            self.sio.on(event, self._recorder(event))
-        self.sio.connect(url, transports=["polling", "websocket"], wait_timeout=10)
-        hello = wait_for(lambda: self.got("hello"), 10, "hello on connect")[0]
-        me = self.sio.call("whoami", None, timeout=10)
-        self.pid: int = me["pid"]
-        self.sid: str = me["sid"]
-        self.hello: dict[str, Any] = hello
-
-    def _recorder(self, event: str) -> Callable[[dict[str, Any]], None]:
-        def record(data: dict[str, Any]) -> None:
-            with self.lock:
-                self.received[event].append(data)
-
-        return record
-
-    def got(self, event: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return list(self.received[event])
-
-    def texts(self, room: str | None = None) -> list[str]:
-        return [m["text"] for m in self.got("chat") if room is None or m["room"] == room]
-
-    def call(self, event: str, data: Any = None) -> Any:
-        return self.sio.call(event, data, timeout=10)
-
-    def join(self, room: str, nick: str) -> None:
-        reply = self.call("join", {"room": room, "nick": nick})
-        assert reply == {"ok": True, "room": room, "nick": nick, "pid": self.pid}
-
-    def say(self, text: str) -> None:
-        assert self.call("say", {"text": text}) == {"ok": True}
-
-    def close(self) -> None:
-        try:
-            self.sio.disconnect()
-        except Exception:
-            pass
-
-
-def spread_chat_clients(url: str, workers: int, per_worker: int, max_clients: int = 120) -> list[ChatClient]:
-    clients: list[ChatClient] = []
-    while len(clients) < max_clients:
-        clients.append(ChatClient(url))
-        counts = Counter(c.pid for c in clients)
-        if len(counts) == workers and min(counts.values()) >= per_worker:
-            return clients
-    counts = Counter(c.pid for c in clients)
-    for c in clients:
-        c.close()
-    raise AssertionError(f"{max_clients} clients did not spread over {workers} workers: {counts}")
+def spread_chat_clients(url: str, workers: int, per_worker: int) -> list[ChatClient]:
+    return spread(lambda: ChatClient(url), workers, per_worker)
 
 
 def one_per_worker(clients: list[ChatClient]) -> list[ChatClient]:

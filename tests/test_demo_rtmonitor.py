@@ -54,7 +54,7 @@ def browser_prerequisites() -> list[str]:
     if not (PLAYWRIGHT / "package.json").is_file():
         missing.append(f"{PLAYWRIGHT} (run `npm ci` in {REPO})")
     if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
-        missing.append(f"Chromium at {CHROMIUM} (`apt-get install chromium`, as `make install` does; "
+        missing.append(f"Chromium at {CHROMIUM} (`apt-get install chromium`, as `make test-tools` does; "
                        "or set CHROMIUM to another Chromium binary)")
     for path, (package, filename) in rtm.VENDOR.items():
         if not filename.is_file():
@@ -158,7 +158,11 @@ def run_browser(url: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Gunicorn]:
-    with gunicorn(app=APP, workers=WORKERS) as srv:
+    # These tests need one sampler throughout. With the default 3 s lease a
+    # worker stalled that long on a busy machine hands it over (as designed,
+    # see test_sampler_moves_to_another_worker_when_its_worker_dies): a lease
+    # no stall outlasts makes "one sampler" a given here, not luck.
+    with gunicorn(app=APP, workers=WORKERS, env={"RTMONITOR_LEADER_TTL": "60"}) as srv:
         yield srv
 
 

@@ -7,6 +7,7 @@ of the same arity.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from collections.abc import Callable, Iterator
@@ -15,8 +16,10 @@ from typing import Any
 import pytest
 from gunicorn.config import validate_callable
 
-from gunicorn_barrel import hooks
-from gunicorn_barrel.settings import SettingsError
+from gunicorn_barrel.arbiter import hooks
+from gunicorn_barrel.config import instance
+from gunicorn_barrel.config import settings as barrel_settings
+from gunicorn_barrel.config.settings import SettingsError
 
 # name -> arity gunicorn requires of that server hook
 ARITY = {"on_starting": 1, "on_reload": 1, "post_worker_init": 1, "worker_exit": 2, "on_exit": 1}
@@ -298,3 +301,47 @@ def test_install_with_bad_setting_leaves_everything_untouched(
     assert message in str(info.value)
     assert namespace == user
     assert hooks._overrides == {"restart_delay": 2}
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def warning(self, msg: str, *args: object) -> None:
+        self.warnings.append(msg % args)
+
+    info = error = warning
+
+
+class _Server:
+    def __init__(self) -> None:
+        self.log = _Log()
+        self.cfg = type("Cfg", (), {"uid": os.getuid(), "gid": os.getgid(), "worker_connections": 1000})()
+
+
+def test_a_reload_keeps_the_settings_fixed_at_start_and_applies_the_others() -> None:
+    active = barrel_settings.resolve({}, environ={})
+    hooks.install({}, max_frame_size=2 * 1024 * 1024, gap_timeout=1.0, store_durability="power")
+    instance.record(active, "/run/x")
+    server = _Server()
+    try:
+        hooks.on_reload(server)
+        reloaded = instance.settings()
+    finally:
+        instance.record(None, None)
+    assert reloaded is not None
+    assert reloaded.gap_timeout == 1.0
+    assert (reloaded.max_frame_size, reloaded.store_durability) == (active.max_frame_size, "process")
+    assert sorted(server.log.warnings) == [
+        f"barrel setting {name} changed; it takes effect on restart"
+        for name in ("max_frame_size", "store_durability")]
+
+
+def test_side_processes_get_their_settings_on_the_command_line() -> None:
+    values = barrel_settings.resolve({"store_max_value": 1000}, environ={})
+    procs = hooks._side_processes(values, "/run/x", _Server())
+    assert [(p.name, p.module) for p in procs] == [
+        ("broadcaster", "gunicorn_barrel.bus.zeromq.broadcaster"),
+        ("store", "gunicorn_barrel.store.embedded.server")]
+    assert "--store-max-value=1000" in procs[1].args
+    assert hooks._side_processes(dataclasses.replace(values, bus="redis://h:6379/0"), "/r", _Server()) == []

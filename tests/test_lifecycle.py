@@ -96,7 +96,11 @@ def test_arbiter_sigkilled_leaves_no_barrel_process() -> None:
         wait_for(lambda: not pid_alive(bcast), 2, "the broadcaster to die with the arbiter")
         wait_for(lambda: not pid_alive(store[0]), 2, "the store to die with the arbiter")
         wait_for(lambda: not any(pid_alive(p) for p in workers), 10, "workers to die with the arbiter")
-        wait_for(lambda: not os.path.exists(runtime_dir), 5, "the runtime dir removed")
+        try:
+            wait_for(lambda: not os.path.exists(runtime_dir), 5, "the runtime dir removed")
+        except AssertionError as exc:
+            left = [os.path.join(d, f) for d, _dirs, files in os.walk(runtime_dir) for f in files]
+            raise AssertionError(f"{exc}; it still holds {left}\n{srv.log()[-3000:]}") from None
     finally:
         srv.stop()
 
@@ -108,6 +112,7 @@ def test_hup_keeps_exactly_one_broadcaster_and_the_bus_works() -> None:
         os.kill(srv.pid, signal.SIGHUP)
         wait_for(lambda: len(set(srv.worker_pids()) - old_workers) == WORKERS
                  and not set(srv.worker_pids()) & old_workers, 30, "workers replaced after HUP")
+        assert not set(srv.wait_workers_ready()) & old_workers
         srv.remember_pids()
         assert srv.broadcaster_pids() == [bcast]
         # long-polling sessions route to the new workers too
@@ -127,6 +132,7 @@ def test_worker_restarts_keep_one_broadcaster() -> None:
         for _ in range(40):
             requests.get(srv.url + "/plain", timeout=5)
         wait_for(lambda: set(srv.worker_pids()) - first, 20, "a worker restarted by max_requests")
+        srv.wait_workers_ready()
         srv.remember_pids()
         assert srv.broadcaster_pids() == [bcast]
         clients = spread_clients(srv.url, 2, per_worker=1)

@@ -1,4 +1,4 @@
-"""Unit tests of the federation link protocol and state (gunicorn_barrel.bus.linkstate), sans-io."""
+"""Unit tests of the federation link protocol and state (gunicorn_barrel.federation.linkstate), sans-io."""
 from __future__ import annotations
 
 import os
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gunicorn_barrel.bus import keys, linkstate
-from gunicorn_barrel.bus.federation import parse_peers
+from gunicorn_barrel.config.values import parse_peers
+from gunicorn_barrel.federation import keys, linkstate
 from tests.harness import REPO
 
 EPOCH = b"e" * 16
@@ -77,6 +77,15 @@ def test_outgoing_bound_drops_the_oldest_and_counts() -> None:
     assert out.base() == 51
 
 
+def test_outgoing_discard_forgets_without_counting_a_drop() -> None:
+    counters: Counter[str] = Counter()
+    out = linkstate.Outgoing(EPOCH, 100, counters)
+    for i in range(3):
+        out.add([b"sio:x", bytes([i])], now=0.0)
+    out.discard()  # the peer said it wants no frames (a send-only emitter)
+    assert not out.unacked and out.base() == 4 and counters["federation_frames_dropped"] == 0
+
+
 def test_incoming_acks_the_contiguous_prefix_and_restarts_with_the_sender() -> None:
     inc = linkstate.Incoming()
     for seq in (1, 2, 4, 5):
@@ -107,19 +116,13 @@ def test_seen_filter_memory_is_bounded_and_streams_expire() -> None:
     for s in range(1, 100_000, 2):  # every other frame never arrives
         assert seen.first_time(b"o", b"sio:x", s, 0.0)
     stream = seen._streams[(b"o", b"sio:x")]
-    assert len(stream.seen) <= 125
+    assert len(stream.ahead) <= 125
     assert not seen.first_time(b"o", b"sio:x", 3, 0.0)  # older than the window: taken as seen
     # A stream first heard mid-way accepts earlier frames that come later by another path.
     assert seen.first_time(b"p", b"sio:x", 5000, 0.0)
     assert seen.first_time(b"p", b"sio:x", 4990, 0.0)
     seen.expire(now=100.0)
     assert len(seen) == 0
-
-
-def test_federated_channels() -> None:
-    assert linkstate.federated(b"sio:socketio") and linkstate.federated(b"ev:x")
-    assert linkstate.federated(b"sio@0a1b2c3d4e5f.1234:socketio")  # acks to one worker
-    assert not linkstate.federated(b"store") and not linkstate.federated(b"\x00hb")
 
 
 def test_parse_peers() -> None:
@@ -139,7 +142,13 @@ def test_keys_generate_and_load(tmp_path: os.PathLike[str]) -> None:
     os.replace(os.path.join(b, "hostb.key"), os.path.join(a, "peers", "hostb.key"))
     ring = keys.load(a)
     assert set(ring.peers) == {"hostb"} and ring.is_authorized(ring.peers["hostb"])
-    assert not ring.is_authorized(ring.public)
+    assert not ring.is_authorized(ring.public) and ring.emitters == {}
+    keys.generate(os.path.join(tmp_path, "c"), "cron")
+    os.makedirs(os.path.join(a, "emitters"))
+    os.replace(os.path.join(tmp_path, "c", "cron.key"), os.path.join(a, "emitters", "cron.key"))
+    ring = keys.load(a)
+    assert set(ring.peers) == {"hostb"} and set(ring.emitters) == {"cron"}
+    assert ring.is_authorized(ring.emitters["cron"])
     keys.generate(a, "second")
     with pytest.raises(keys.KeyFileError, match="exactly one"):
         keys.load(a)
@@ -148,7 +157,7 @@ def test_keys_generate_and_load(tmp_path: os.PathLike[str]) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--keys", "/nonexistent"], "give --listen, --peers or both"),
+    (["--keys", "KEYS"], "give --listen, --peers or both"),
     (["--keys", "/nonexistent", "--listen", "tcp://127.0.0.1:1"], "does not exist"),
     (["--keys", "KEYS", "--peers", "x=tcp://127.0.0.1:1"], "no public key for peer(s) x"),
     (["--keys", "KEYS", "--peers", "tcp://127.0.0.1:1"], "expected NAME=tcp://HOST:PORT"),
@@ -156,6 +165,37 @@ def test_keys_generate_and_load(tmp_path: os.PathLike[str]) -> None:
 def test_hub_refuses_bad_arguments_with_the_reason(args: list[str], message: str, tmp_path: Path) -> None:
     keys.generate(str(tmp_path / "k"), "hub")
     args = [str(tmp_path / "k") if a == "KEYS" else a for a in args]
-    done = subprocess.run([sys.executable, "-m", "gunicorn_barrel.hub", *args], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "gunicorn_barrel.federation.hub", *args],
+                          capture_output=True,
                           text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_an_emitters_frames_carry_the_lowest_seq_the_listener_has_not_acknowledged(tmp_path: Path) -> None:
+    from gunicorn_barrel.bus import wire
+    from gunicorn_barrel.sio.emitter import Emitter
+
+    keys.generate(str(tmp_path / "hub"), "hub")
+    keys.generate(str(tmp_path / "cron"), "cron")
+    os.replace(tmp_path / "hub" / "hub.key", tmp_path / "cron" / "peers" / "hub.key")
+    # Nothing listens there: every frame stays unacknowledged until the test acknowledges it.
+    emitter = Emitter("tcp://127.0.0.1:1", keys=str(tmp_path / "cron"))
+    try:
+        def sent() -> list[tuple[str, int, int]]:
+            frames = [wire.decode(emitter._out.unacked._items[s][1], 1 << 20) for s in emitter._out.unacked]
+            return [(f.channel, f.seq, f.base) for f in frames]
+
+        emitter.emit("a")
+        emitter.event("x")
+        emitter.emit("b")
+        assert sent() == [("sio:socketio", 1, 1), ("ev:x", 1, 1), ("sio:socketio", 2, 1)]
+        emitter._out.ack(emitter._out.epoch, 2)  # the listener has the first two
+        emitter.emit("c")
+        assert sent()[-1] == ("sio:socketio", 3, 2)
+        # Sent again (a new listener): with the base of now, not of when it was first sent.
+        again = [linkstate.decode(m) for m in emitter._out.resend(10.0)]
+        assert isinstance(again[0], linkstate.Data)
+        assert [wire.origin_seq_base(d.frame[1])[1:] for d in again  # type: ignore[union-attr]
+                ] == [(2, 2), (3, 2)]
+    finally:
+        emitter.close(timeout=0)

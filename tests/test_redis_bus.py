@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -124,14 +125,7 @@ def test_frames_travel_on_the_namespaced_redis_channel(
 
 def test_the_cross_instance_suite_on_three_instances_sharing_one_redis(redis_server: RedisServer) -> None:
     """tests/cross_instance.py, as run on federated broadcasters: the same checks, a Redis bus."""
-    servers = [Gunicorn(workers=2, env=redis_bus_env(redis_server, "x3")) for _ in range(3)]
-    try:
-        for srv in servers:
-            srv.start()
-        cross_instance.check_all(servers)
-    finally:
-        for srv in servers:
-            srv.stop()
+    cross_instance.check_all_on_new_instances(3, redis_bus_env(redis_server, "x3"))
 
 
 # --------------------------------------------------------------------------- Redis outages
@@ -147,28 +141,22 @@ def _complete(count: int) -> dict[str, int]:
     return {"count": count, "last": count - 1, "outOfOrder": 0, "duplicates": 0}
 
 
-def _streamed_through(outage: Callable[[RedisServer], None], tmp_path: Path,
-                      instances: int = 1) -> tuple[Deltas, int, list[int]]:
-    """Stream from one worker to receivers on two while ``outage()`` hits Redis; check the counts.
-
-    The two workers are those of one instance (-w 2), or of two instances (-w 1
-    each). Returns each worker's counter changes, the sending worker's pid and the others'.
-    """
-    rds = RedisServer()
+@contextmanager
+def streaming_instances(env: dict[str, str], tmp_path: Path,
+                        instances: int = 1) -> Iterator[tuple[list[Client], list[NodeClients]]]:
+    """Two workers on the bus ``env`` names: of one instance (-w 2), or of two instances (-w 1
+    each); yields a python client on each worker and node receivers on each instance."""
     servers: list[Gunicorn] = []
     group: list[Client] = []
     receivers: list[NodeClients] = []
     try:
-        rds.start()
-        # A generous gap_timeout: on this shared machine recovery may take a while.
-        env = {**redis_bus_env(rds, "outage"), "BARREL_GAP_TIMEOUT": "20"}
         servers = [Gunicorn(workers=2 // instances, env=env) for _ in range(instances)]
         for n, srv in enumerate(servers):
             srv.start()
             all_workers_serving(srv)
             group += spread_clients(srv.url, srv.workers, per_worker=1)
             receivers.append(NodeClients(srv.url, "websocket", RECEIVERS, tmp_path / f"node{n}.stderr"))
-        return _check_stream_through(group, receivers, lambda: outage(rds))
+        yield group, receivers
     finally:
         for js in receivers:
             js.stop()
@@ -176,6 +164,22 @@ def _streamed_through(outage: Callable[[RedisServer], None], tmp_path: Path,
             c.close()
         for srv in servers:
             srv.stop()
+
+
+def _streamed_through(outage: Callable[[RedisServer], None], tmp_path: Path,
+                      instances: int = 1) -> tuple[Deltas, int, list[int]]:
+    """Stream from one worker to receivers on two while ``outage()`` hits Redis; check the counts.
+
+    Returns each worker's counter changes, the sending worker's pid and the others'.
+    """
+    rds = RedisServer()
+    try:
+        rds.start()
+        # A generous gap_timeout: on this shared machine recovery may take a while.
+        env = {**redis_bus_env(rds, "outage"), "BARREL_GAP_TIMEOUT": "20"}
+        with streaming_instances(env, tmp_path, instances) as (group, receivers):
+            return _check_stream_through(group, receivers, lambda: outage(rds))
+    finally:
         rds.stop()
 
 
@@ -292,30 +296,40 @@ def test_redis_sigstopped_while_streaming(tmp_path: Path) -> None:
     assert delta[sender]["frames_resent"] > 0, delta
 
 
+def _subscribed_line(srv: Gunicorn, pid: int | None) -> bool:
+    return any(f"[{pid}]" in line and "is reachable; subscribed" in line for line in srv.log().splitlines())
+
+
 def test_workers_start_without_redis_serve_locally_and_join_when_it_comes() -> None:
     rds = RedisServer()  # not started yet: its port refuses connections
     srv = Gunicorn(workers=2, env=redis_bus_env(rds, "late"))
     group: list[Client] = []
     try:
-        srv.start(timeout=60)
+        srv.start(timeout=60, wait_ready=False)  # no worker's bus can be live without Redis
         wait_for(lambda: srv.log().count(f"cannot subscribe at Redis {rds.url}") >= 2, 10,
                  "each worker's log line about the unreachable Redis")
         group = spread_clients(srv.url, 2, per_worker=1)
-        sender = group[0]
+        sender, other = group
         token = uuid.uuid4().hex
         assert sender.call("broadcast", {"token": token}) == "ok"  # queued for Redis, served locally
         wait_for(lambda: {"token": token} in sender.got("news"), 10, "the local delivery")
-        rds.start()
-        wait_for(lambda: srv.log().count(f"Redis at {rds.url} is reachable; subscribed") >= 2, 20,
-                 "both workers subscribed")
+        # The queued broadcast goes out when the sender's worker reaches Redis; a
+        # worker subscribed by then gets it. Hold the sender's worker until the
+        # other one has subscribed, so that the other must get it, exactly once.
+        os.kill(sender.pid, signal.SIGSTOP)
+        try:
+            rds.start()
+            wait_for(lambda: _subscribed_line(srv, other.pid), 20, "the other worker subscribed")
+        finally:
+            os.kill(sender.pid, signal.SIGCONT)
+        wait_for(lambda: _subscribed_line(srv, sender.pid), 20, "the sender's worker subscribed")
+        srv.wait_workers_ready()  # now their buses are live
         fence = uuid.uuid4().hex
         sender.call("broadcast", {"token": fence})
         for c in group:
             wait_for(lambda c=c: {"token": fence} in c.got("news"), 10, f"broadcast at {c.pid}")
-            # The broadcast queued while Redis was away went out when it came back:
-            # a worker not subscribed yet then never had it (as a worker started
-            # later), one subscribed got it; never twice.
-            assert c.got("news").count({"token": token}) <= 1
+            # once at the sender (its own worker, locally), once at the other (through Redis)
+            assert c.got("news").count({"token": token}) == 1, (c.pid, c.got("news"))
     finally:
         for c in group:
             c.close()

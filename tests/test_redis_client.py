@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from gunicorn_barrel.bus import client as bus_client
+from gunicorn_barrel.bus import api as bus_client
 from gunicorn_barrel.bus import wire
-from gunicorn_barrel.bus.redis_client import RedisBusClient, connect
+from gunicorn_barrel.bus.redis.client import RedisBusClient, connect
 from tests.harness import free_port
 
 
@@ -45,6 +45,24 @@ def test_the_queue_is_bounded_and_what_it_drops_is_counted(bus: RedisBusClient) 
     assert bus.counters["frames_unrecoverable"] == 50
     first = wire.decode([b"c", bus.sender.queue[0].body], 4096)
     assert first.payload == {"n": 50}  # the oldest went first
+
+
+def test_each_frame_carries_the_lowest_seq_of_its_channel_not_yet_published(bus: RedisBusClient) -> None:
+    def bases() -> list[tuple[str, int, int]]:
+        frames = [wire.decode([q.channel.encode(), q.body], 4096) for q in bus.sender.queue]
+        return [(f.channel, f.seq, f.base) for f in frames]
+
+    bus.publish("a", {})
+    bus.publish("b", {})
+    bus.publish("a", {})
+    assert bases() == [("a", 1, 1), ("b", 1, 1), ("a", 2, 1)]
+    bus.sender.done(bus.sender.take_batch()[:1])  # Redis answered the first PUBLISH
+    bus.publish("a", {})
+    bus.publish("b", {})
+    assert bases()[-2:] == [("a", 3, 2), ("b", 2, 1)]
+    bus.sender.done(bus.sender.take_batch())  # all published
+    bus.publish("a", {})
+    assert bases() == [("a", 4, 4)]
 
 
 def test_batches_are_bounded_in_frames_and_bytes(bus: RedisBusClient) -> None:
@@ -85,14 +103,14 @@ def test_close_with_redis_away_is_bounded_and_then_publish_raises(bus: RedisBusC
     bus.close()  # twice is fine
 
 
-def test_connect_installs_the_bus_even_when_redis_is_away() -> None:
-    client = connect(f"redis://127.0.0.1:{free_port()}/0", 4096, wait=0.2)
+def test_connect_returns_a_client_even_when_redis_is_away() -> None:
+    client = connect(f"redis://:secret@127.0.0.1:{free_port()}/0", 4096, wait=0.2)
     try:
-        assert bus_client.current() is client
+        assert isinstance(client, RedisBusClient)
         assert not client.live.is_set()
         assert "secret" not in client.url
     finally:
-        bus_client.close_current()
+        client.close()
 
 
 def test_logs_and_messages_never_show_the_password(bus: RedisBusClient) -> None:
@@ -102,17 +120,17 @@ def test_logs_and_messages_never_show_the_password(bus: RedisBusClient) -> None:
 def test_a_nack_for_this_sender_replays_what_the_window_kept(bus: RedisBusClient) -> None:
     for seq in (1, 2, 3):
         bus.sender.window.add("c", seq, (b"barrel:bus:ns:c", f"body{seq}".encode()), 5)
-    bus._on_nack({"origin": b"x" * 16, "channel": "c", "first": 1, "last": 3})  # another sender's
+    bus.sender.answer({"origin": b"x" * 16, "channel": "c", "first": 1, "last": 3}, 0.0)  # another's
     assert not bus.sender.queue
-    bus._on_nack({"origin": bus.origin, "channel": "c", "first": 2, "last": 4})
+    bus.sender.answer({"origin": bus.origin, "channel": "c", "first": 2, "last": 4}, 0.0)
     replayed = [(q.seq, q.body, q.fresh) for q in bus.sender.queue]
     assert replayed == [(2, b"body2", False), (3, b"body3", False)]
     assert bus.counters["frames_replayed"] == 2 and bus.counters["replay_misses"] == 1
     for bad in ({"origin": bus.origin, "channel": 5, "first": 1, "last": 1},
                 {"origin": bus.origin, "channel": "c", "first": 3, "last": 2},
                 {"origin": bus.origin, "channel": "c", "first": 0, "last": 1}):
-        bus._on_nack(bad)
+        bus.sender.answer(bad, 0.0)
     assert bus.counters["frames_refused"] == 3
     # A gap larger than any window: its newest part is looked up, the rest counted at once.
-    bus._on_nack({"origin": bus.origin, "channel": "c", "first": 1, "last": 10**9})
+    bus.sender.answer({"origin": bus.origin, "channel": "c", "first": 1, "last": 10**9}, 0.0)
     assert bus.counters["replay_misses"] == 1 + 10**9

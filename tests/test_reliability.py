@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -160,34 +161,37 @@ class SlowClient:
         assert self.ws.recv().startswith("432[")
         # from here on: nothing is read
 
-    def cut_by_server(self) -> bool:
-        """Read what is buffered; True once the server closed the connection."""
+    def cut_by_server(self, timeout: float = 30.0) -> bool:
+        """Read what is buffered until the server ends the connection (True), or ``timeout`` passes (False).
+
+        Ended: a close frame, the connection closed or reset. Silence until
+        the deadline means the server still holds the connection open.
+        """
+        import websocket
+
+        deadline = time.monotonic() + timeout
         try:
-            while True:
-                if not self.ws.recv():
+            while (left := deadline - time.monotonic()) > 0:
+                self.ws.settimeout(left)
+                opcode, _data = self.ws.recv_data()
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
                     return True
-        except Exception:
+        except (websocket.WebSocketTimeoutException, TimeoutError):
+            return False
+        except (websocket.WebSocketConnectionClosedException, ConnectionResetError):
             return True
+        return False
 
     def close(self) -> None:
         self.ws.shutdown()
-
-
-def _rates(js: NodeClients, tags: list[str]) -> list[float]:
-    """Messages per second each receiver got of each stream, first to last."""
-    out = []
-    for streams in _streams(js):
-        for tag in tags:
-            s = streams[tag]
-            out.append((s["count"] - 1) * 1000.0 / max(s["lastAt"] - s["firstAt"], 1e-3))
-    return out
 
 
 SLOW_RATE = 1000  # per sender, 2 senders: 2,000 msg/s
 SLOW_COUNT = SLOW_RATE * 8
 
 
-def _stream_round(js: NodeClients, senders: list[Client], name: str) -> list[float]:
+def _stream_round(js: NodeClients, senders: list[Client], name: str) -> None:
+    """One stream per sender; every receiver gets each whole, once, in order."""
     tags = []
     for i, sender in enumerate(senders):
         tag = f"{name}{i}"
@@ -196,10 +200,10 @@ def _stream_round(js: NodeClients, senders: list[Client], name: str) -> list[flo
         sender.call("start_stream", {"tag": tag, "count": SLOW_COUNT, "rate": SLOW_RATE, "pad": 2000})
         tags.append(tag)
     wait_for(lambda: _progress(js, tags) >= SLOW_COUNT, 60, f"round {name} complete", interval=0.2)
+    complete = {"count": SLOW_COUNT, "last": SLOW_COUNT - 1, "outOfOrder": 0, "duplicates": 0}
     for streams in _streams(js):
         for tag in tags:
-            assert _order_stats(streams[tag])["duplicates"] == 0
-    return _rates(js, tags)
+            assert _order_stats(streams[tag]) == complete, (tag, streams[tag])
 
 
 @pytest.mark.parametrize("policy", ["disconnect", "drop_oldest"])
@@ -214,12 +218,9 @@ def test_a_client_that_stops_reading_costs_the_others_nothing(tmp_path: Path, po
             senders = list({c.pid: c for c in clients}.values())
             slow = None
             try:
-                baseline = _stream_round(js, senders, "alone")
                 slow = SlowClient(srv.port)
-                with_slow = _stream_round(js, senders, "with-slow")
-                print(f"{policy}: receiver rates alone {sorted(baseline)}, with a slow client "
-                      f"{sorted(with_slow)} msg/s")
-                assert min(with_slow) >= 0.9 * sorted(baseline)[len(baseline) // 2]
+                # What it costs the others in time is bench/'s business; here: nothing lost.
+                _stream_round(js, senders, "with-slow")
                 holder = next(c for c in senders if c.pid == slow.pid)
                 counters = holder.call("bus_counters")["counters"]
                 print(counters)
@@ -238,7 +239,7 @@ def test_a_client_that_stops_reading_costs_the_others_nothing(tmp_path: Path, po
 
 
 def test_a_stalled_worker_costs_the_others_nothing(tmp_path: Path) -> None:
-    """A worker frozen (SIGSTOP) while 2,000 msg/s flow: the others keep the rate, it catches up."""
+    """A worker frozen (SIGSTOP) while 2,000 msg/s flow: the others get it all meanwhile, it catches up."""
     with gunicorn(workers=WORKERS) as srv:
         all_workers_serving(srv)
         with _receivers(srv, tmp_path) as (js, receivers):
@@ -259,10 +260,10 @@ def test_a_stalled_worker_costs_the_others_nothing(tmp_path: Path) -> None:
                              "streams at the receivers of running workers", interval=0.2)
                     assert _progress(js, tags) < count  # the frozen worker's receivers are behind
                     streams = _streams(js)
+                    whole = {"count": count, "last": count - 1, "outOfOrder": 0, "duplicates": 0}
                     for index in set(range(len(receivers))) - stalled_receivers:
                         for tag in tags:
-                            s = streams[index][tag]
-                            assert (s["count"] - 1) * 1000.0 / (s["lastAt"] - s["firstAt"]) >= 0.9 * rate
+                            assert _order_stats(streams[index][tag]) == whole, (index, tag)
                 finally:
                     os.kill(stalled, signal.SIGCONT)
                 # its queue (zeromq's high-water mark) held everything: it catches up, in order

@@ -1,9 +1,9 @@
-"""Unit tests of the Redis bus's recovery parts, sans-io (gunicorn_barrel.bus.replay)."""
+"""Unit tests of the Redis bus's recovery parts, sans-io (gunicorn_barrel.bus.redis.replay)."""
 from __future__ import annotations
 
 from collections import Counter
 
-from gunicorn_barrel.bus.replay import GapInbox, NackSchedule, ReplayWindow
+from gunicorn_barrel.bus.redis.replay import GapInbox, NackSchedule, ReplayWindow
 
 A = (b"a" * 16, "ch")
 
@@ -30,16 +30,27 @@ def test_window_replays_a_frame_once_for_receivers_asking_together() -> None:
 
 def test_gap_inbox_reports_the_missing_seqs_while_it_holds_frames_back() -> None:
     inbox: GapInbox[str] = GapInbox(gap_timeout=5.0, max_held=100, counters=Counter())
-    assert inbox.accept(A, 1, "f1", 0.0) == ["f1"]
+    assert inbox.accept(A, 1, 1, "f1", 0.0) == ["f1"]
     assert inbox.gap(A) is None
-    assert inbox.accept(A, 5, "f5", 0.1) == []
+    assert inbox.accept(A, 5, 1, "f5", 0.1) == []
     assert inbox.gap(A) == (2, 4)
-    assert inbox.accept(A, 2, "f2", 0.2) == ["f2"]
+    assert inbox.accept(A, 2, 1, "f2", 0.2) == ["f2"]
     assert list(inbox.gaps()) == [(A, 3, 4)]
-    assert inbox.accept(A, 4, "f4", 0.2) == []
-    assert inbox.accept(A, 3, "f3", 0.3) == ["f3", "f4", "f5"]
+    assert inbox.accept(A, 4, 1, "f4", 0.2) == []
+    assert inbox.accept(A, 3, 1, "f3", 0.3) == ["f3", "f4", "f5"]
     assert inbox.gap(A) is None and list(inbox.gaps()) == []
     assert inbox.gap((b"b" * 16, "ch")) is None
+
+
+def test_gap_inbox_asks_for_a_new_senders_frames_from_its_base() -> None:
+    inbox: GapInbox[str] = GapInbox(gap_timeout=5.0, max_held=100, counters=Counter())
+    # The first frame we get of a sender says 2..4 were not yet published when it was sent.
+    assert inbox.accept(A, 5, 2, "f5", 0.0) == []
+    assert inbox.gap(A) == (2, 4)
+    assert inbox.accept(A, 2, 2, "f2", 0.1) == ["f2"]  # a replay
+    assert inbox.accept(A, 3, 2, "f3", 0.1) == ["f3"]
+    assert inbox.accept(A, 4, 2, "f4", 0.1) == ["f4", "f5"]
+    assert inbox.gap(A) is None
 
 
 def test_nack_schedule_asks_at_once_then_ever_more_slowly() -> None:

@@ -25,7 +25,7 @@ import msgpack
 import pytest
 import zmq
 
-from gunicorn_barrel.bus import wire
+from gunicorn_barrel.bus import channels, wire
 from tests.harness import Client, Gunicorn, gunicorn, pid_alive, spread_clients, wait_for
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ HTTP_TIMEOUT = 5.0
 
 
 def _frame(channel: str, origin: bytes, seq: int, payload: dict[str, Any]) -> list[bytes]:
-    return wire.encode(wire.Frame(channel, origin, seq, payload), 1 << 30)
+    return wire.encode(wire.Frame(channel, origin, seq, payload, base=seq), 1 << 30)
 
 
 class Monitor:
@@ -65,7 +65,7 @@ class Monitor:
                 return self.seen
 
     def heartbeats(self) -> list[wire.Frame]:
-        return [wire.decode(p, 1 << 30) for p in self.drain() if p[0] == wire.HEARTBEAT_CHANNEL.encode()]
+        return [wire.decode(p, 1 << 30) for p in self.drain() if p[0] == channels.HEARTBEAT.encode()]
 
     def saw_sentinel(self, seq: int) -> bool:
         return any(
@@ -177,11 +177,11 @@ def test_rogue_frames_are_refused_and_the_bus_keeps_working() -> None:
                     valid = _frame("sio:socketio", ROGUE_ORIGIN, 1, {"a": 1})
                     crafted: list[list[bytes]] = []
                     wrong_version = bytearray(valid[1])
-                    wrong_version[3] = 2
+                    wrong_version[3] = wire.VERSION - 1  # a process not upgraded yet
                     crafted.append([valid[0], bytes(wrong_version)])
                     # Forged heartbeats acking every frame of every worker: they must never go out.
                     forged_acks = {f"{o}/sio:socketio": 2**40 for o in worker_origins}
-                    crafted.append(_frame(wire.HEARTBEAT_CHANNEL, FORGER_ORIGIN, 0, {"acks": forged_acks}))
+                    crafted.append(_frame(channels.HEARTBEAT, FORGER_ORIGIN, 0, {"acks": forged_acks}))
                     crafted.append([b"\x00hb\x00", _frame("x", FORGER_ORIGIN, 1, {"acks": forged_acks})[1]])
                     # Each part under libzmq's per-part limit (MAXMSGSIZE), the frame over the bus's limit.
                     crafted.append([b"s" * 200, _frame("c", ROGUE_ORIGIN, 2, {"b": b"x" * 65_450})[1]])
@@ -244,7 +244,8 @@ def test_rogue_frames_are_refused_and_the_bus_keeps_working() -> None:
             log = srv.log()
             refusals = re.findall(r"refused a frame: (.*)", log)
             assert len(refusals) == 10, f"the broadcaster logs only the first 10 refusals: {refusals}"
-            assert any("frame version 2" in r for r in refusals), refusals
+            old_version = f"frame version {wire.VERSION - 1}, this code speaks {wire.VERSION}"
+            assert any(old_version in r for r in refusals), refusals
             assert any("channels starting with NUL" in r for r in refusals), refusals
             assert any("over the limit of 65536 bytes" in r for r in refusals), refusals
             assert "bus frame refused" not in log

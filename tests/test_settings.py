@@ -1,11 +1,13 @@
-"""Unit tests for barrel's declared settings (gunicorn_barrel.settings).
+"""Unit tests for barrel's declared settings (gunicorn_barrel.config.settings).
 
 Every test passes an explicit ``environ`` mapping; os.environ is never read or changed.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -13,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gunicorn_barrel import settings
-from gunicorn_barrel.settings import SettingsError, resolve
+from gunicorn_barrel.config import arguments, settings
+from gunicorn_barrel.config.settings import SettingsError, resolve
 
 NAMES = (
     "runtime_dir", "max_frame_size", "websocket_deflate", "websocket_deflate_min_size",
@@ -22,6 +24,7 @@ NAMES = (
     "client_queue_limit", "slow_client_policy", "store", "store_path", "store_durability",
     "store_timeout", "store_max_value", "restart_delay", "bus", "bus_namespace",
     "federation_listen", "federation_peers", "federation_keys", "federation_queue_limit",
+    "metrics_path", "metrics_listen", "statsd_interval",
 )
 KNOWN_LIST = "known settings: " + ", ".join(sorted(NAMES))
 
@@ -71,6 +74,9 @@ def test_defaults() -> None:
         federation_peers="",
         federation_keys="",
         federation_queue_limit=100_000,
+        metrics_path="",
+        metrics_listen="",
+        statsd_interval=10.0,
     )
     assert resolve({}, environ={}) == resolved
 
@@ -114,6 +120,13 @@ VALID: list[tuple[str, object, object]] = [
     ("bus", "unix:///run/redis.sock?db=1", "unix:///run/redis.sock?db=1"),
     ("bus_namespace", "chat-prod_2.eu", "chat-prod_2.eu"),
     ("bus_namespace", "", ""),
+    ("metrics_path", "/metrics", "/metrics"),
+    ("metrics_path", " /internal/prom ", "/internal/prom"),
+    ("metrics_path", "", ""),
+    ("metrics_listen", "127.0.0.1:9200", "127.0.0.1:9200"),
+    ("metrics_listen", "[::1]:9200", "[::1]:9200"),
+    ("metrics_listen", "", ""),
+    ("statsd_interval", "0.5", 0.5),
 ]
 
 
@@ -209,12 +222,11 @@ def test_unknown_barrel_env_var() -> None:
     assert KNOWN_LIST in message
 
 
-def test_lower_case_env_var_is_applied_or_refused() -> None:
-    try:
-        resolved = resolve(environ={"BARREL_max_frame_size": "4096"})
-    except SettingsError:
-        return
-    assert resolved.max_frame_size == 4096
+def test_lower_case_env_var_is_refused_naming_the_variable_to_set() -> None:
+    with pytest.raises(SettingsError) as info:
+        resolve(environ={"BARREL_max_frame_size": "4096"})
+    assert str(info.value) == ("environment variable BARREL_max_frame_size is not read: barrel's "
+                               "variables are upper case (BARREL_MAX_FRAME_SIZE)")
 
 
 # --------------------------------------------------------------------------- bad values
@@ -243,16 +255,31 @@ BAD: list[tuple[str, object, str]] = [
     ("runtime_dir", "relative/dir", "must be an absolute path, got 'relative/dir'"),
     ("runtime_dir", "", "must be an absolute path"),
     ("runtime_dir", "/no/such/barrel/dir", "directory '/no/such/barrel/dir' does not exist"),
-    ("bus", "kafka", "expected 'zmq' or a redis://, rediss:// or unix:// URL, got 'kafka'"),
+    ("bus", "kafka", "expected 'zmq' or a redis://, rediss://, unix:// or redis+sentinel:// URL, "
+                     "got 'kafka'"),
     ("bus", "", "expected 'zmq' or a redis://"),
-    ("bus", "http://127.0.0.1:6379", "expected a redis://, rediss:// or unix:// URL"),
+    ("bus", "http://127.0.0.1:6379", "expected a redis://, rediss://, unix:// or redis+sentinel:// URL"),
     ("bus", "redis://127.0.0.1:port/0", "unparsable Redis URL 'redis://127.0.0.1:port/0'"),
     ("bus", "redis://127.0.0.1:99999/0", "unparsable Redis URL"),
     ("bus", "redis://:pw@/0", "a Redis URL needs a host"),
     ("bus", "redis://h/zero", "the database in a Redis URL is a number"),
     ("bus", "unix://", "a unix:// Redis URL needs a socket path"),
+    ("bus", "redis+sentinel://127.0.0.1:26379", "names the master after the Sentinels"),
+    ("bus", "redis+sentinel://127.0.0.1:26379/", "names the master after the Sentinels"),
+    ("bus", "redis+sentinel://127.0.0.1/mymaster", "each Sentinel is host:port"),
+    ("bus", "redis+sentinel://:s3cret@h:1,h:x/m", "got 'h:x' in 'redis+sentinel://:***@h:1,h:x/m'"),
+    ("bus", "redis+sentinel://h:26379/m/zero", "the database in a Redis URL is a number"),
+    ("bus", "redis+sentinel://h:26379/m?password=x", "takes no query"),
+    ("store", "redis+sentinel://h:26379", "names the master after the Sentinels"),
     ("bus_namespace", "a:b", "expected up to 64 letters, digits"),
     ("bus_namespace", "x" * 65, "expected up to 64 letters"),
+    ("metrics_path", "metrics", "expected a path such as /metrics"),
+    ("metrics_path", "/", "expected a path such as /metrics"),
+    ("metrics_path", "/m?x=1", "expected a path such as /metrics"),
+    ("metrics_listen", "9200", "expected HOST:PORT"),
+    ("metrics_listen", "127.0.0.1:99999", "expected HOST:PORT"),
+    ("metrics_listen", ":9200", "expected HOST:PORT"),
+    ("statsd_interval", "0", "must be between 0.1 and 3600.0"),
 ]
 
 
@@ -357,9 +384,21 @@ def test_reference_table_documents_every_setting() -> None:
     assert table.count("``BARREL_") == len(settings.SETTINGS)
 
 
-def test_readme_documents_every_setting() -> None:
+def test_readme_settings_list_is_the_generated_one() -> None:
+    # From the first setting's entry to the next section heading: nothing more, nothing less.
     readme = (Path(__file__).resolve().parent.parent / "README.rst").read_text()
-    assert settings.reference_table().strip() in readme
+    start = readme.index(f"``{settings.SETTINGS[0].name}`` / ")
+    heading = re.compile(r"\n[^\n]+\n-{3,}\n").search(readme, start)
+    assert heading is not None
+    assert readme[start:heading.start()].strip() == settings.reference_table().strip(), (
+        "README.rst's settings list differs from `python -m gunicorn_barrel.config.settings`")
+
+
+def test_the_reference_says_which_settings_a_reload_cannot_change() -> None:
+    table = settings.reference_table()
+    for setting in settings.SETTINGS:
+        entry = table.split(f"``{setting.name}`` / ", 1)[1].split("\n\n", 1)[0]
+        assert ("Fixed at start" in entry) == setting.fixed_at_start, setting.name
 
 
 # --------------------------------------------------------------------------- federation
@@ -378,18 +417,105 @@ def test_bad_federation_settings_are_refused_with_their_name(name: str, value: s
         resolve({name: value}, environ={})
 
 
-def test_federation_needs_keys(short_dir: str) -> None:
-    with pytest.raises(SettingsError, match="federation_keys is required"):
-        resolve({"federation_listen": "tcp://127.0.0.1:7000"}, environ={})
-    with pytest.raises(SettingsError, match="federation_keys: .* exactly one"):
-        resolve({"federation_listen": "tcp://127.0.0.1:7000", "federation_keys": short_dir}, environ={})
-    from gunicorn_barrel.bus import keys
+def _resolve_checked(overrides: dict[str, object], environ: dict[str, str]) -> settings.BarrelSettings:
+    """What the arbiter's hooks do at config load: resolve, then check the federation keys."""
+    from gunicorn_barrel.federation import keys
 
+    resolved = resolve(overrides, environ=environ)
+    keys.check_settings(resolved.federation_keys, resolved.federation_peers)
+    return resolved
+
+
+def test_federation_needs_keys(short_dir: str) -> None:
+    from gunicorn_barrel import hooks
+    from gunicorn_barrel.federation import keys
+
+    with pytest.raises(SettingsError, match="federation_keys is required"):
+        hooks.install({}, federation_listen="tcp://127.0.0.1:7000")
+    with pytest.raises(SettingsError, match="federation_keys is required"):
+        _resolve_checked({"federation_listen": "tcp://127.0.0.1:7000"}, environ={})
+    with pytest.raises(SettingsError, match="federation_keys: .* exactly one"):
+        _resolve_checked({"federation_listen": "tcp://127.0.0.1:7000", "federation_keys": short_dir},
+                         environ={})
     keys.generate(short_dir, "a")
     keys.generate(os.path.join(short_dir, "other"), "b")
     with pytest.raises(SettingsError, match="no public key for peer 'b'"):
-        resolve({"federation_peers": "b=tcp://10.1.2.3:7000"}, environ={"BARREL_FEDERATION_KEYS": short_dir})
+        _resolve_checked({"federation_peers": "b=tcp://10.1.2.3:7000"},
+                         environ={"BARREL_FEDERATION_KEYS": short_dir})
     shutil.copy(os.path.join(short_dir, "other", "b.key"), os.path.join(short_dir, "peers", "b.key"))
-    resolved = resolve({"federation_peers": "b=tcp://10.1.2.3:7000"},
+    resolved = _resolve_checked({"federation_peers": "b=tcp://10.1.2.3:7000"},
                        environ={"BARREL_FEDERATION_KEYS": short_dir})
     assert resolved.federation_keys == short_dir
+
+
+# --------------------------------------------------------------------------- side processes
+
+
+def _side_settings(short_dir: str) -> settings.BarrelSettings:
+    """Settings with a value other than the default for everything a side process takes."""
+    return resolve({
+        "max_frame_size": 2 * 1024 * 1024, "store_path": f"{short_dir}/s.sqlite3",
+        "store_durability": "power", "store_max_value": 1000,
+        "federation_listen": "tcp://127.0.0.1:7000", "federation_peers": "b=tcp://[::1]:7001,c=tcp://h:7002",
+        "federation_keys": short_dir, "federation_queue_limit": 500,
+        "metrics_listen": "[::1]:9200", "statsd_interval": 2.5,
+    }, environ={})
+
+
+@pytest.mark.parametrize("process, names", [
+    (settings.BROADCASTER, {"max_frame_size", "federation_listen", "federation_peers", "federation_keys",
+                            "federation_queue_limit"}),
+    (settings.STORE_SERVER, {"max_frame_size", "store_path", "store_durability", "store_max_value"}),
+    (settings.EXPORTER, {"metrics_listen", "statsd_interval"}),
+])
+def test_a_side_process_reads_the_values_the_arbiter_passes(process: str, names: set[str],
+                                                           short_dir: str) -> None:
+    values = _side_settings(short_dir)
+    argv = arguments.instance_args("/run/x", 42) + arguments.command_line(values, process)
+    args = arguments.parser("side", process).parse_args(argv)
+    assert {name for name in vars(args) if name not in ("runtime_dir", "parent_pid")} == names
+    for name in names:
+        assert getattr(args, name) == getattr(values, name), name
+    assert (args.runtime_dir, args.parent_pid) == ("/run/x", 42)
+
+
+def test_a_side_process_reads_empty_values_as_off(short_dir: str) -> None:
+    values = resolve({}, environ={})
+    argv = arguments.instance_args("/run/x", 42) + arguments.command_line(values, settings.BROADCASTER)
+    args = arguments.parser("side", settings.BROADCASTER).parse_args(argv)
+    assert (args.federation_listen, args.federation_peers, args.federation_keys) == ("", "", "")
+
+
+def test_a_side_process_refuses_a_bad_value_as_the_setting_does(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = arguments.parser("side", settings.STORE_SERVER)
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["--runtime-dir=/r", "--parent-pid=1", "--max-frame-size=2048",
+                           "--store-path=/s", "--store-durability=fast", "--store-max-value=100"])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert "argument --store-durability: expected one of process, power, got 'fast'" in error
+
+
+def test_the_hub_takes_settings_under_short_flags(short_dir: str) -> None:
+    parser = argparse.ArgumentParser()
+    arguments.add_settings(parser, ["federation_listen", "federation_keys", "max_frame_size"],
+                           drop_prefix="federation_", required=["federation_keys"])
+    args = parser.parse_args(["--keys", short_dir, "--listen", "tcp://0.0.0.0:7000"])
+    assert (args.federation_listen, args.federation_keys) == ("tcp://0.0.0.0:7000", short_dir)
+    assert args.max_frame_size == settings.declared("max_frame_size").default()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--listen", "tcp://0.0.0.0:7000"])  # --keys is required
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://:secret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+    ("redis://u:secret@h:port/0", "redis://u:***@h:port/0"),  # refused for its port, still masked
+    ("rediss://u@h:6380/1?password=secret", "rediss://u@h:6380/1"),
+    ("redis://[::1]:6379", "redis://[::1]:6379"),
+    ("unix:///run/redis.sock?password=secret", "unix:///run/redis.sock"),
+    ("redis://[::1", "<unparsable URL>"),
+])
+def test_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+    from gunicorn_barrel.config.values import safe_url
+
+    assert safe_url(url) == shown

@@ -34,6 +34,19 @@ def op(client: Client, name: str, *args: Any) -> Any:
     return reply["result"]
 
 
+def wait_every_watcher_back(clients: list[Client], prefix: str, timeout: float, what: str) -> None:
+    """Write ``prefix + "after"`` again and again until every client's watcher of ``prefix`` got
+    one of those changes (after an outage: the changes made while it was away are lost)."""
+    writes = iter(range(10_000))
+
+    def every_watcher_back() -> bool:
+        op(clients[0], "set", prefix + "after", next(writes))
+        return all(any(ch[1] == prefix + "after" for ch in c.call("store_watched", {"prefix": prefix})
+                       ["changes"]) for c in clients)
+
+    wait_for(every_watcher_back, timeout, what, interval=0.1)
+
+
 def in_parallel(clients: list[Client], event: str, data: dict[str, Any]) -> list[Any]:
     results: list[Any] = [None] * len(clients)
 

@@ -27,6 +27,7 @@ from tests.test_store import (  # noqa: F401 - collected by pytest with this mod
     test_compare_and_set_race_has_one_winner,
     test_incr_from_four_workers_is_atomic,
     test_ttl_expires,
+    wait_every_watcher_back,
 )
 
 pytestmark = pytest.mark.integration
@@ -172,14 +173,7 @@ def _outage(rds: RedisServer, clients: list[Client]) -> None:
     assert op(clients[1], "get", prefix + "before") is None  # that Redis lost its data
 
     # ... and so do the watchers (changes published while they were away are lost).
-    writes = iter(range(10_000))
-
-    def every_watcher_back() -> bool:
-        op(clients[0], "set", prefix + "after", next(writes))
-        return all(any(ch[1] == prefix + "after" for ch in c.call("store_watched", {"prefix": prefix})
-                       ["changes"]) for c in clients)
-
-    wait_for(every_watcher_back, 15, "watchers to get changes after Redis restarted", interval=0.1)
+    wait_every_watcher_back(clients, prefix, 15, "watchers to get changes after Redis restarted")
     last = op(clients[1], "incr", prefix + "count")
     for c in clients:
         wait_for(lambda c=c: ["set", prefix + "count", last] in c.call(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gunicorn_barrel.ws import deflate, frames
-from tests.harness import gunicorn, spread_clients, wait_for
+from tests.harness import gunicorn, read_response_head, spread_clients, wait_for
 from tests.test_ws_frames import client_frame
 
 pytestmark = pytest.mark.integration
@@ -31,12 +31,7 @@ def _handshake(port: int, offer_deflate: bool) -> str:
         lines.append("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits")
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            head += chunk
+        head = read_response_head(sock)
     return head.split(b"\r\n\r\n")[0].decode(errors="replace").lower()
 
 

@@ -1,6 +1,7 @@
 """Unit tests for the sans-io bus wire format (gunicorn_barrel.bus.wire)."""
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import msgpack
@@ -27,8 +28,9 @@ def _typed(value: Any) -> Any:
     return (type(value).__name__, value)
 
 
-def _body(packed_payload: bytes, *, magic: bytes = wire.MAGIC, version: int = wire.VERSION) -> bytes:
-    return wire._HEADER.pack(magic, version, 0, 0, ORIGIN, 7) + packed_payload
+def _body(packed_payload: bytes, *, magic: bytes = wire.MAGIC, version: int = wire.VERSION,
+          seq: int = 7, base: int = 5) -> bytes:
+    return wire._HEADER.pack(magic, version, 0, 0, ORIGIN, seq, base) + packed_payload
 
 
 def _parts(payload: object, topic: bytes = b"room") -> list[bytes]:
@@ -43,18 +45,22 @@ def _round_trip(frame: wire.Frame) -> wire.Frame:
 
 
 def test_round_trip_keeps_every_field() -> None:
-    frame = wire.Frame(channel="chat/room-1", origin=ORIGIN, seq=42, payload={"event": "msg"})
+    frame = wire.Frame(channel="chat/room-1", origin=ORIGIN, seq=42, payload={"event": "msg"}, base=40)
     assert _round_trip(frame) == frame
 
 
 def test_encode_produces_topic_and_body_parts() -> None:
-    topic, body = wire.encode(wire.Frame("room", ORIGIN, 5, {}), BIG)
+    topic, body = wire.encode(wire.Frame("room", ORIGIN, 5, {}, base=3), BIG)
     assert topic == b"room"
+    assert wire.HEADER_SIZE == 38
     assert body[:3] == wire.MAGIC
-    assert body[3] == wire.VERSION
+    assert body[3] == wire.VERSION == 2
     assert body[6:22] == ORIGIN
     assert int.from_bytes(body[22:30], "big") == 5
+    assert int.from_bytes(body[30:38], "big") == 3
     assert len(body) > wire.HEADER_SIZE
+    assert wire.origin_seq_base(body) == (ORIGIN, 5, 3)
+    assert wire.origin_and_seq(body) == (ORIGIN, 5)
 
 
 def test_round_trip_of_rich_payload_keeps_types() -> None:
@@ -72,31 +78,31 @@ def test_round_trip_of_rich_payload_keeps_types() -> None:
         "empty_bytes": b"",
         "empty_str": "",
     }
-    decoded = _round_trip(wire.Frame("c", ORIGIN, 1, payload))
+    decoded = _round_trip(wire.Frame("c", ORIGIN, 1, payload, base=1))
     assert _typed(decoded.payload) == _typed(payload)
     assert type(decoded.payload["nested"]["deeper"][0]) is bytes
     assert decoded.payload["yes"] is True
 
 
 def test_round_trip_of_empty_payload() -> None:
-    frame = wire.Frame("c", ORIGIN, 0, {})
+    frame = wire.Frame("c", ORIGIN, 0, {}, base=0)
     assert _round_trip(frame) == frame
 
 
 def test_round_trip_of_unicode_channel_and_extreme_seq() -> None:
-    frame = wire.Frame("салон/部屋", ORIGIN, 2**64 - 1, {"a": 1})
+    frame = wire.Frame("салон/部屋", ORIGIN, 2**64 - 1, {"a": 1}, base=1)
     assert _round_trip(frame) == frame
 
 
 def test_channel_of_exactly_255_bytes_is_accepted() -> None:
-    frame = wire.Frame("x" * wire.MAX_CHANNEL_BYTES, ORIGIN, 1, {})
+    frame = wire.Frame("x" * wire.MAX_CHANNEL_BYTES, ORIGIN, 1, {}, base=1)
     assert _round_trip(frame) == frame
 
 
 def test_frame_of_exactly_max_size_is_accepted_at_both_ends() -> None:
-    parts = wire.encode(wire.Frame("c", ORIGIN, 1, {"data": b"x" * 100}), BIG)
+    parts = wire.encode(wire.Frame("c", ORIGIN, 1, {"data": b"x" * 100}, base=1), BIG)
     size = len(parts[0]) + len(parts[1])
-    assert wire.encode(wire.Frame("c", ORIGIN, 1, {"data": b"x" * 100}), size) == parts
+    assert wire.encode(wire.Frame("c", ORIGIN, 1, {"data": b"x" * 100}, base=1), size) == parts
     wire.check(parts, size)
     assert wire.decode(parts, size).payload == {"data": b"x" * 100}
 
@@ -128,11 +134,14 @@ _channels = st.text(st.characters(codec="utf-8"), min_size=1, max_size=60).filte
     origin=st.binary(min_size=16, max_size=16),
     seq=st.integers(min_value=0, max_value=2**64 - 1),
     payload=_payloads,
+    data=st.data(),
 )
-def test_any_msgpack_safe_frame_round_trips(channel: str, origin: bytes, seq: int, payload: dict) -> None:
-    frame = wire.Frame(channel, origin, seq, payload)
+def test_any_msgpack_safe_frame_round_trips(channel: str, origin: bytes, seq: int, payload: dict,
+                                            data: st.DataObject) -> None:
+    base = data.draw(st.integers(min_value=min(seq, 1), max_value=seq))
+    frame = wire.Frame(channel, origin, seq, payload, base=base)
     decoded = _round_trip(frame)
-    assert (decoded.channel, decoded.origin, decoded.seq) == (channel, origin, seq)
+    assert (decoded.channel, decoded.origin, decoded.seq, decoded.base) == (channel, origin, seq, base)
     assert _typed(decoded.payload) == _typed(payload)
 
 
@@ -158,7 +167,7 @@ def test_decode_of_valid_header_and_arbitrary_payload_raises_only_wire_errors(
     _decode_or_wire_error([topic, _body(rest)], BIG)
 
 
-@given(topic=st.binary(min_size=1, max_size=10), header=st.binary(min_size=30, max_size=30),
+@given(topic=st.binary(min_size=1, max_size=10), header=st.binary(min_size=38, max_size=38),
        rest=st.binary(max_size=50))
 def test_decode_of_arbitrary_header_raises_only_wire_errors(topic: bytes, header: bytes, rest: bytes) -> None:
     _decode_or_wire_error([topic, wire.MAGIC + header[3:] + rest], BIG)
@@ -213,13 +222,47 @@ def test_bad_magic() -> None:
     assert not isinstance(info.value, wire.UnsupportedVersion)
 
 
-@pytest.mark.parametrize("version", [0, 2, 255])
+@pytest.mark.parametrize("version", [0, 1, 3, 255])
 def test_wrong_version(version: int) -> None:
     parts = [b"room", _body(b"\x80", version=version)]
-    with pytest.raises(wire.UnsupportedVersion, match=f"frame version {version}, this code speaks 1"):
+    with pytest.raises(wire.UnsupportedVersion, match=f"frame version {version}, this code speaks 2"):
         wire.decode(parts, BIG)
     with pytest.raises(wire.UnsupportedVersion):
         wire.check(parts, BIG)
+
+
+def test_a_version_1_frame_is_refused_for_its_version() -> None:
+    # Version 1: the 30-byte header, without base (what a not yet upgraded process sends).
+    old = struct.pack("!3sBBB16sQ", wire.MAGIC, 1, 0, 0, ORIGIN, 7) + msgpack.packb({"a": 1})
+    for call in (wire.check, wire.decode):
+        with pytest.raises(wire.UnsupportedVersion, match="frame version 1, this code speaks 2"):
+            call([b"room", old], BIG)
+
+
+@pytest.mark.parametrize(("seq", "base"), [(7, 8), (7, 0), (0, 1), (1, 2**64 - 1)])
+def test_a_base_that_does_not_fit_its_seq_is_refused_at_both_ends(seq: int, base: int) -> None:
+    parts = [b"room", _body(msgpack.packb({}), seq=seq, base=base)]
+    for call in (wire.check, wire.decode):
+        with pytest.raises(wire.MalformedFrame, match=f"base {base} does not fit seq {seq}"):
+            call(parts, BIG)
+    with pytest.raises(wire.WireError, match=f"base {base} does not fit seq {seq}"):
+        wire.encode(wire.Frame("room", ORIGIN, seq, {}, base=base), BIG)
+
+
+def test_a_numbered_frame_without_a_base_cannot_be_encoded() -> None:
+    with pytest.raises(wire.WireError, match="base 0 does not fit seq 3"):
+        wire.encode(wire.Frame("room", ORIGIN, 3, {}), BIG)
+    with pytest.raises(wire.WireError, match="base must be an integer"):
+        wire.encode(wire.Frame("room", ORIGIN, 3, {}, base=None), BIG)  # type: ignore[arg-type]
+
+
+def test_rebase_changes_only_the_base() -> None:
+    parts = wire.encode(wire.Frame("room", ORIGIN, 9, {"k": [1, b"x"]}, base=2), BIG)
+    again = wire.rebase(parts, 9)
+    assert wire.decode(again, BIG) == wire.Frame("room", ORIGIN, 9, {"k": [1, b"x"]}, base=9)
+    assert again[1][:30] == parts[1][:30] and again[1][38:] == parts[1][38:]
+    with pytest.raises(wire.WireError, match="base 10 does not fit seq 9"):
+        wire.rebase(parts, 10)
 
 
 def test_unsupported_version_is_a_malformed_frame() -> None:
@@ -298,7 +341,7 @@ def test_oversize_is_reported_before_content_is_examined() -> None:
 
 
 def test_frame_over_max_size_at_encode() -> None:
-    frame = wire.Frame("room", ORIGIN, 1, {"data": b"x" * 500})
+    frame = wire.Frame("room", ORIGIN, 1, {"data": b"x" * 500}, base=1)
     size = sum(len(part) for part in wire.encode(frame, BIG))
     with pytest.raises(wire.FrameTooLarge) as info:
         wire.encode(frame, size - 1)
@@ -312,7 +355,7 @@ def test_frame_over_max_size_at_encode() -> None:
     ids=["set", "object", "int-too-big", "int-too-small", "lone-surrogate"],
 )
 def test_unencodable_payload_value(bad: object) -> None:
-    frame = wire.Frame("room", ORIGIN, 1, {"value": {"nested": [bad]}})
+    frame = wire.Frame("room", ORIGIN, 1, {"value": {"nested": [bad]}}, base=1)
     with pytest.raises(wire.WireError, match="payload cannot be encoded"):
         wire.encode(frame, BIG)
 
@@ -320,31 +363,31 @@ def test_unencodable_payload_value(bad: object) -> None:
 @pytest.mark.parametrize("origin", [b"", b"x" * 15, b"x" * 17])
 def test_origin_not_16_bytes(origin: bytes) -> None:
     with pytest.raises(wire.WireError, match=f"origin must be 16 bytes, got {len(origin)}"):
-        wire.encode(wire.Frame("room", origin, 1, {}), BIG)
+        wire.encode(wire.Frame("room", origin, 1, {}, base=1), BIG)
 
 
 @pytest.mark.parametrize("seq", [-1, 2**64])
 def test_seq_out_of_range(seq: int) -> None:
     with pytest.raises(wire.WireError, match=f"seq out of range: {seq}"):
-        wire.encode(wire.Frame("room", ORIGIN, seq, {}), BIG)
+        wire.encode(wire.Frame("room", ORIGIN, seq, {}, base=seq), BIG)
 
 
 @pytest.mark.parametrize(("payload", "type_name"), [([1], "list"), (None, "NoneType"), ("x", "str")])
 def test_non_dict_payload(payload: Any, type_name: str) -> None:
     with pytest.raises(wire.WireError, match=f"payload must be a dict, got {type_name}"):
-        wire.encode(wire.Frame("room", ORIGIN, 1, payload), BIG)
+        wire.encode(wire.Frame("room", ORIGIN, 1, payload, base=1), BIG)
 
 
 @pytest.mark.parametrize("channel", ["", b"room", None])
 def test_empty_or_non_string_channel(channel: Any) -> None:
     with pytest.raises(wire.WireError, match="channel must be a non-empty string"):
-        wire.encode(wire.Frame(channel, ORIGIN, 1, {}), BIG)
+        wire.encode(wire.Frame(channel, ORIGIN, 1, {}, base=1), BIG)
 
 
 @pytest.mark.parametrize("channel", ["x" * 256, "é" * 128])
 def test_channel_over_255_bytes_at_encode(channel: str) -> None:
     with pytest.raises(wire.WireError, match="channel name over 255 bytes"):
-        wire.encode(wire.Frame(channel, ORIGIN, 1, {}), BIG)
+        wire.encode(wire.Frame(channel, ORIGIN, 1, {}, base=1), BIG)
 
 
 @pytest.mark.parametrize(
@@ -352,17 +395,17 @@ def test_channel_over_255_bytes_at_encode(channel: str) -> None:
 )
 def test_encode_refuses_what_decode_refuses(payload: dict) -> None:
     with pytest.raises(wire.WireError):
-        wire.encode(wire.Frame("room", ORIGIN, 1, payload), BIG)
+        wire.encode(wire.Frame("room", ORIGIN, 1, payload, base=1), BIG)
 
 
 @pytest.mark.parametrize(("origin", "seq"), [("x" * 16, 1), (ORIGIN, 1.5)], ids=["str-origin", "float-seq"])
 def test_encode_wrong_field_types_raise_wire_error(origin: Any, seq: Any) -> None:
     with pytest.raises(wire.WireError):
-        wire.encode(wire.Frame("room", origin, seq, {}), BIG)
+        wire.encode(wire.Frame("room", origin, seq, {}, base=seq), BIG)
 
 
 def test_a_batch_splits_into_frames_of_its_topic() -> None:
-    frames = [wire.encode(wire.Frame("c", b"o" * 16, seq, {"n": seq}), 1024) for seq in (1, 2, 3)]
+    frames = [wire.encode(wire.Frame("c", b"o" * 16, seq, {"n": seq}, base=seq), 1024) for seq in (1, 2, 3)]
     batch = [frames[0][0], *(f[1] for f in frames)]
     assert wire.split_batch(batch) == frames
     with pytest.raises(wire.MalformedFrame):

@@ -65,6 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quiet-wait", type=float,
                         help="longest wait for a quiet machine before each server, s (default 10; quick 2)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    parser.add_argument("--log-dir", type=Path,
+                        help="servers' and load generators' logs (default: a new barrel-bench-peers-* "
+                             "directory in the system temporary directory)")
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, key) is None:
@@ -147,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"the open files hard limit ({hard}) is below --idle-clients + {FD_MARGIN}: raise it "
                  "(ulimit -Hn, as root) or pass fewer --idle-clients")
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the servers and node
-    log_dir = Path(tempfile.mkdtemp(prefix="barrel-bench-peers-"))
+    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="barrel-bench-peers-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
     print(f"logs in {log_dir}", file=sys.stderr)
     redis = RedisServer().start() if "redis-2" in args.servers or not args.no_hop else None
     loadavg = {"start": os.getloadavg()}

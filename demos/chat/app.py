@@ -15,9 +15,12 @@ Events (client -> server, each answered with an ack):
     say    {"text": message}                 send to everyone in the current room
     whoami (no data)                         {"pid": worker pid, "sid": socket id}
 Events (server -> client):
-    hello  {"pid", "sid"}                    sent on connect
+    hello  {"pid", "sid"}                    sent on connect (with "announcement": the
+                                             latest one, when there was one)
     chat   {"room", "nick", "text", "pid"}   a message in the client's room
     system {"room", "text", "pid"}           someone joined or left the room
+    announcement {"text", "n", "pid", "t"}   from the announcer side process, to everyone
+                                             (run with example_confs/with_side_process.py)
 
 static/chat.js uses socket.io's default transports (long-polling, then the
 upgrade to WebSocket): the barrel worker hands every request of a session to
@@ -32,7 +35,8 @@ from typing import Any
 
 import socketio
 
-from gunicorn_barrel import BarrelManager
+from demos.chat.announcer import EVENT as ANNOUNCEMENT
+from gunicorn_barrel import BarrelManager, events
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -49,6 +53,16 @@ MAX_TEXT = 500
 _ROOM_PREFIX = "chat:"
 
 sio = socketio.Server(async_mode="gevent", client_manager=BarrelManager())
+# The announcer side process's latest announcement, from its barrel event (every worker gets it).
+_latest: dict[str, Any] = {}
+
+
+def _remember_announcement(data: Any) -> None:
+    if isinstance(data, dict):
+        _latest["announcement"] = data
+
+
+events.on(ANNOUNCEMENT, _remember_announcement)
 
 
 def _clean(value: Any, limit: int) -> str | None:
@@ -81,7 +95,7 @@ def _leave_current(sid: str, session: dict[str, Any]) -> str | None:
 @sio.event
 def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
     sio.save_session(sid, {"nick": None, "room": None})
-    sio.emit("hello", {"pid": os.getpid(), "sid": sid}, to=sid)
+    sio.emit("hello", {"pid": os.getpid(), "sid": sid, **_latest}, to=sid)
 
 
 @sio.event

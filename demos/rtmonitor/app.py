@@ -16,11 +16,13 @@ One sampler for all workers
     leader renews it with ``compare_and_set(key, me, me, ttl=3)`` each second
     and samples only after a successful renewal. When the leader's worker dies
     the key expires and another worker takes over within about 4 s; a leader
-    that was stalled past the ttl fails its renewal and stops sampling.
+    that was stalled past the ttl fails its renewal and stops sampling. The
+    ttl is 3 s unless the environment variable RTMONITOR_LEADER_TTL says otherwise.
 
 What is sampled (psutil, in the leader only)
     The workers are the arbiter's children (``os.getppid()`` of any worker)
-    minus barrel's side processes (exec'd as ``python -m gunicorn_barrel...``).
+    minus its side processes (barrel's and any declared in the config), which
+    run in process groups of their own.
     Per worker: CPU in percent of the whole machine (100 = every core busy)
     and RSS in bytes. Total: the machine's CPU percent and its memory in use
     (total - available), with the machine's memory size and CPU count.
@@ -69,7 +71,7 @@ import socketio
 from gevent import monkey
 
 from gunicorn_barrel import BarrelManager, hooks
-from gunicorn_barrel.bus import client as bus_client
+from gunicorn_barrel.bus import api as bus_client
 from gunicorn_barrel.store import Store, StoreError, get_store
 
 # A child of gunicorn's error logger: its messages go where gunicorn logs (--log-level).
@@ -91,7 +93,10 @@ VENDOR = {
 
 INTERVAL = 1.0  # seconds between points
 LEADER_KEY = "rtmonitor:leader"
-LEADER_TTL = 3.0
+# Seconds a leader keeps the key without renewing it: a worker dead (or stalled)
+# that long loses it. RTMONITOR_LEADER_TTL sets it (tests that must keep one
+# sampler on a busy machine use a long one).
+LEADER_TTL = float(os.environ.get("RTMONITOR_LEADER_TTL", "3"))
 SEQ_KEY = "rtmonitor:seq"
 POINT_PREFIX = "rtmonitor:point:"
 HISTORY = 60  # points a new client gets
@@ -120,20 +125,22 @@ def history(store: Store) -> list[dict[str, Any]]:
 
 def _bus_connected() -> bool:
     """Whether this worker's bus client is up (from post_worker_init to worker_exit)."""
-    try:
-        bus_client.current()
-    except RuntimeError:
-        return False
-    return True
+    return bus_client.port.connected() is not None
 
 
 def _is_side_process(proc: psutil.Process) -> bool:
-    """barrel's broadcaster and store run as `python -m gunicorn_barrel.<module>`."""
+    """Side processes run in process groups of their own; workers stay in the arbiter's.
+
+    Barrel's are also exec'd as `python -m gunicorn_barrel.<module>` (for the
+    instant between their fork and their own group).
+    """
     try:
         args = proc.cmdline()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        own_group = os.getpgid(proc.pid) != os.getpgrp()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, ProcessLookupError):
         return True  # gone, or not ours to look at: not a worker to plot
-    return any(a == "-m" and b.startswith("gunicorn_barrel.") for a, b in zip(args, args[1:], strict=False))
+    return own_group or any(a == "-m" and b.startswith("gunicorn_barrel.")
+                            for a, b in zip(args, args[1:], strict=False))
 
 
 class Sampler:

@@ -110,3 +110,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections; safe to call twice."""
+
+    def counters(self) -> dict[str, int]:
+        """This backend's counters in this process (none by default)."""
+        return {}

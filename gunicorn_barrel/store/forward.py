@@ -11,9 +11,11 @@ def forward_to_room(
 ) -> None:
     """Emit every change of keys under ``prefix`` to ``room`` as ``event``.
 
-    Call it in every worker (for example when the app loads). Each worker sees
-    every change and delivers it to the room's members it holds itself
-    (``ignore_queue``), so each member gets each change once.
+    Every worker must call it: calling it at app import (with or without
+    ``--preload``) does that, and like ``store.watch`` it takes effect when the
+    worker's store connects. Each worker sees every change and delivers it to
+    the room's members it holds itself (``ignore_queue``), so each member gets
+    each change once.
     """
 
     def emit(change: Change) -> None:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import gevent
 import redis
@@ -26,6 +24,9 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from gunicorn_barrel.bus.redis import connection
+from gunicorn_barrel.bus.redis.pubsub import live_messages
+from gunicorn_barrel.config.values import safe_url
 from gunicorn_barrel.store.base import (
     Change,
     Store,
@@ -114,53 +115,6 @@ return 1
 """
 
 
-def live_messages(
-    pubsub: Any, confirmed: Event, closed: Callable[[], bool], timeout: float, idle_ping: float, poll: float
-) -> Iterator[dict[str, Any]]:
-    """The messages of ``pubsub`` while not ``closed()``, with a watch on the link.
-
-    A link that died without a reset (a frozen server, a partition) sends
-    nothing: after ``idle_ping`` silent seconds it is PINGed, and an unanswered
-    PING, or a subscription not ``confirmed`` (an Event the caller sets),
-    raises RedisTimeoutError after ``timeout`` seconds. ``poll`` is the wait
-    of one ``get_message``.
-    """
-    started = heard = time.monotonic()
-    ping_sent: float | None = None
-    while not closed():
-        message = pubsub.get_message(timeout=poll)
-        now = time.monotonic()
-        if message is None:
-            if not confirmed.is_set() and now - started > timeout:
-                raise RedisTimeoutError(f"no subscription confirmation within {timeout} s")
-            if ping_sent is not None and now - ping_sent > timeout:
-                raise RedisTimeoutError(f"no answer to PING within {timeout} s")
-            if ping_sent is None and now - heard > idle_ping:
-                pubsub.ping()
-                ping_sent = now
-            continue
-        heard, ping_sent = now, None
-        yield message
-
-
-def safe_url(url: str) -> str:
-    """``url`` without its password or query (which may hold one), for messages and logs."""
-    try:
-        parts = urlsplit(url)
-        if parts.scheme == "unix":
-            return f"unix://{parts.path}"
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<unparsable Redis URL>"
-    user = f"{parts.username}@" if parts.username else ""
-    if parts.password:
-        user = f"{parts.username or ''}:***@"
-    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
-
-
 def _glob_escape(text: str) -> str:
     """``text`` as a literal in a Redis glob pattern."""
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
@@ -239,9 +193,8 @@ class RedisStore(Store):
             "retry": Retry(NoBackoff(), 0),
         }
         try:
-            self._pool = redis.BlockingConnectionPool.from_url(
-                url, max_connections=_POOL_SIZE, timeout=timeout, **options)
-            self._sub_pool = redis.ConnectionPool.from_url(url, max_connections=2, **options)
+            self._pool = connection.pool(url, _POOL_SIZE, wait_for_free=timeout, **options)
+            self._sub_pool = connection.pool(url, 2, **options)
         except ValueError as exc:
             raise StoreError(f"bad Redis URL {self.url}: {exc}") from None
         self.db = int(self._pool.connection_kwargs.get("db", 0) or 0)

@@ -7,6 +7,8 @@ answer with (1002 protocol error, 1007 bad UTF-8, 1009 too big).
 from __future__ import annotations
 
 import base64
+import binascii
+import codecs
 import dataclasses
 import hashlib
 import struct
@@ -56,6 +58,15 @@ class Close:
 Event = Message | Ping | Pong | Close
 
 
+def valid_client_key(client_key: str) -> bool:
+    """RFC 6455 4.1: the key is 16 random bytes, base64-encoded (24 ASCII characters)."""
+    try:
+        raw = base64.b64decode(client_key.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        return False
+    return len(raw) == 16
+
+
 def accept_key(client_key: str) -> str:
     """The Sec-WebSocket-Accept value for a client's Sec-WebSocket-Key."""
     digest = hashlib.sha1(client_key.encode("ascii") + _GUID).digest()
@@ -89,29 +100,89 @@ def unmask(payload: bytes, key: bytes) -> bytes:
 Inflate = Callable[[bytes, int], bytes]
 
 
+# A fragmented message may have at most max_message_size / this many
+# fragments (and at least _MIN_FRAGMENTS): one-byte or empty fragments cannot
+# keep a message open, each costing a header, until the session times out.
+BYTES_PER_FRAGMENT = 64
+_MIN_FRAGMENTS = 128
+
+
+@dataclasses.dataclass(slots=True)
+class _DataFrame:
+    """A data frame whose header was read and whose payload is still arriving."""
+
+    fin: bool
+    compressed: bool
+    opcode: int
+    size: int
+    key: bytes
+    done: int = 0  # payload bytes read so far
+
+    def key_from_here(self) -> bytes:
+        """The masking key rotated to where the next payload byte falls in its 4-byte cycle."""
+        shift = self.done % 4
+        return self.key[shift:] + self.key[:shift] if shift else self.key
+
+
 class FrameParser:
-    """Turns the bytes a client sends into events, enforcing RFC 6455 and a size limit."""
+    """Turns the bytes a client sends into events, in order, enforcing RFC 6455 and a size limit.
+
+    ``receive()`` adds bytes, ``next_event()`` takes the events out one at a
+    time: every event before a frame that breaks the protocol comes out
+    before the ProtocolError does, so that the messages a client sent before
+    its bad frame are answered first (as RFC 6455 expects when it says to
+    fail the connection at the bad frame). A data frame's payload is taken
+    as it arrives, not when the frame is complete: the UTF-8 of a text
+    message that arrives in pieces is checked piece by piece, and an
+    invalid sequence fails the connection where it occurs.
+    """
 
     def __init__(self, max_message_size: int, inflate: Inflate | None = None) -> None:
         self.max_message_size = max_message_size
+        self.max_fragments = max(_MIN_FRAGMENTS, max_message_size // BYTES_PER_FRAGMENT)
         self.inflate = inflate  # set when permessage-deflate was negotiated
         self._buffer = bytearray()
-        self._fragments: list[bytes] = []
+        self._frame: _DataFrame | None = None  # a data frame's payload being read
+        # The message being reassembled: its bytes in one buffer (memory
+        # follows its size, not its number of fragments or pieces).
+        self._fragments = bytearray()
+        self._fragment_count = 0
         self._fragment_opcode: int | None = None
         self._fragment_compressed = False
-        self._fragment_size = 0
+        # Checks the UTF-8 of an uncompressed text message arriving in pieces.
+        self._utf8: codecs.IncrementalDecoder | None = None
+
+    def receive(self, data: bytes) -> None:
+        self._buffer += data
+
+    def next_event(self) -> Event | None:
+        """The next event of the bytes received so far, or None until more arrive.
+
+        Raises ProtocolError when the next frame breaks the protocol (every
+        event before it has been returned).
+        """
+        while True:
+            if self._frame is None:
+                header = self._next_header()
+                if header is None or not isinstance(header, _DataFrame):
+                    return header
+                self._frame = header
+            event = self._payload(self._frame)
+            if event is None:
+                return None
+            if event is not _PARTIAL:
+                return event  # type: ignore[return-value]
 
     def feed(self, data: bytes) -> list[Event]:
-        self._buffer += data
+        """receive(data), then every event there is: all of them, or ProtocolError (for tests)."""
+        self.receive(data)
         events: list[Event] = []
-        while True:
-            event = self._next_frame()
-            if event is None:
-                return events
-            if event is not _PARTIAL:
-                events.append(event)  # type: ignore[arg-type]
+        while (event := self.next_event()) is not None:
+            events.append(event)
+        return events
 
-    def _next_frame(self) -> Event | object | None:
+    def _next_header(self) -> _DataFrame | Event | None:
+        """A data frame's header (consumed), the event of a frame taken whole, or None for more bytes."""
         buf = self._buffer
         if len(buf) < 2:
             return None
@@ -132,13 +203,21 @@ class FrameParser:
             size, offset = struct.unpack_from("!Q", buf, 2)[0], 10
         self._check_header(fin, rsv1, opcode, size)
         end = offset + 4 + size
-        if len(buf) < end:
+        if opcode in _CONTROL_OPCODES or (fin and opcode != OP_CONTINUATION and len(buf) >= end):
+            # Taken whole: a control frame (125 bytes at most, waited for) and
+            # the common case, a message in one frame that is all here.
+            if len(buf) < end:
+                return None
+            payload = unmask(bytes(buf[offset + 4:end]), bytes(buf[offset:offset + 4]))
+            del buf[:end]
+            if opcode in _CONTROL_OPCODES:
+                return _control(opcode, payload)
+            return self._message(opcode, bool(rsv1), payload)
+        if len(buf) < offset + 4:
             return None
-        payload = unmask(bytes(buf[offset + 4:end]), bytes(buf[offset:offset + 4]))
-        del buf[:end]
-        if opcode in _CONTROL_OPCODES:
-            return _control(opcode, payload)
-        return self._data(fin, bool(rsv1), opcode, payload)
+        key = bytes(buf[offset:offset + 4])
+        del buf[:offset + 4]
+        return _DataFrame(bool(fin), bool(rsv1), opcode, size, key)
 
     def _check_header(self, fin: int, rsv1: int, opcode: int, size: int) -> None:
         if opcode in _CONTROL_OPCODES:
@@ -157,19 +236,53 @@ class FrameParser:
         if rsv1 and self.inflate is None:
             raise ProtocolError(CLOSE_PROTOCOL_ERROR, "RSV1 set without permessage-deflate")
         # Refused from the header, before a byte of an oversized payload is buffered.
-        if self._fragment_size + size > self.max_message_size:
+        if len(self._fragments) + size > self.max_message_size:
             raise ProtocolError(CLOSE_TOO_BIG, f"message over {self.max_message_size} bytes")
+        if self._fragment_count >= self.max_fragments:
+            raise ProtocolError(CLOSE_TOO_BIG, f"message in more than {self.max_fragments} fragments")
 
-    def _data(self, fin: int, compressed: bool, opcode: int, payload: bytes) -> Event | object:
-        if opcode != OP_CONTINUATION:
-            self._fragment_opcode, self._fragment_compressed = opcode, compressed
-        self._fragments.append(payload)
-        self._fragment_size += len(payload)
-        if not fin:
+    def _payload(self, frame: _DataFrame) -> Event | object | None:
+        """Take what has arrived of ``frame``'s payload: its message, _PARTIAL, or None for more bytes."""
+        buf = self._buffer
+        count = min(len(buf), frame.size - frame.done)
+        if not count and frame.done < frame.size:
+            return None
+        piece = unmask(bytes(buf[:count]), frame.key_from_here())
+        del buf[:count]
+        frame.done += count
+        self._started(frame)
+        if frame.done < frame.size:
+            self._take(piece, final=False)
+            return _PARTIAL
+        self._frame = None
+        self._take(piece, final=frame.fin)
+        self._fragment_count += 1
+        if not frame.fin:
             return _PARTIAL
         opcode, compressed = self._fragment_opcode or OP_TEXT, self._fragment_compressed
-        data = b"".join(self._fragments)
-        self._fragments, self._fragment_opcode, self._fragment_size = [], None, 0
+        data = bytes(self._fragments)
+        self._fragments.clear()
+        self._fragment_count, self._fragment_opcode, self._utf8 = 0, None, None
+        return self._message(opcode, compressed, data)
+
+    def _started(self, frame: _DataFrame) -> None:
+        """Open the message of ``frame`` if it is its first frame and not open yet."""
+        if frame.opcode == OP_CONTINUATION or self._fragment_opcode is not None:
+            return
+        self._fragment_opcode, self._fragment_compressed = frame.opcode, frame.compressed
+        if frame.opcode == OP_TEXT and not frame.compressed:
+            self._utf8 = codecs.getincrementaldecoder("utf-8")()
+
+    def _take(self, piece: bytes, final: bool) -> None:
+        """Add a piece of the open message's payload, checking its UTF-8 as far as it goes."""
+        if self._utf8 is not None:
+            try:
+                self._utf8.decode(piece, final=final)
+            except UnicodeDecodeError:
+                raise ProtocolError(CLOSE_BAD_DATA, "text message is not UTF-8") from None
+        self._fragments += piece
+
+    def _message(self, opcode: int, compressed: bool, data: bytes) -> Event:
         if compressed:
             assert self.inflate is not None
             data = self.inflate(data, self.max_message_size)

@@ -9,9 +9,12 @@ import socketio
 
 from gunicorn_barrel import BarrelManager
 
-# Tests of engine.io's heartbeat shorten it through the environment.
+# Tests of engine.io's heartbeat shorten it through the environment;
+# TEST_PLAIN_SOCKETIO runs python-socketio's own manager (under -k gevent), the
+# reference that tests/test_call_args.py compares barrel with.
 sio = socketio.Server(
-    async_mode="gevent", client_manager=BarrelManager(),
+    async_mode="gevent",
+    client_manager=None if os.environ.get("TEST_PLAIN_SOCKETIO") else BarrelManager(),
     ping_interval=float(os.environ.get("TEST_PING_INTERVAL", "25")),
     ping_timeout=float(os.environ.get("TEST_PING_TIMEOUT", "20")),
 )
@@ -133,7 +136,7 @@ def start_stream(sid, data):
 @sio.event
 def bus_counters(sid, _data=None):
     import gunicorn_barrel
-    from gunicorn_barrel.bus import client
+    from gunicorn_barrel.bus import api as client
 
     return {"pid": os.getpid(), "counters": gunicorn_barrel.counters(),
             "broadcaster": client.broadcaster_counters()}

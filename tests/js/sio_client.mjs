@@ -10,6 +10,8 @@
 //   {"cmd":"streams?"}    -> {"type":"streams","streams":[{tag: {count, last, outOfOrder,
 //                            duplicates, firstAt, lastAt}} per client]} for the "seq" events
 //                            {tag, n} received (times in ms, performance.now())
+//   {"cmd":"counters?"}   -> {"type":"counters","counters":[bus_counters answer per client]}
+//                            (each client asks its worker: {pid, counters, broadcaster})
 //   {"cmd":"exit"}        -> disconnects all, exits 0 (so does the end of stdin)
 // A connect error, a failed whoami, a startup timeout or a bad command print
 // {"type":"error",...} and exit 1. Run with cwd = the repo, so node_modules resolves.
@@ -89,6 +91,15 @@ const commands = {
       streams: clients.map((c) =>
         Object.fromEntries(Object.entries(c.streams).map(([tag, { seen, ...stats }]) => [tag, stats]))),
     }),
+  "counters?": async () => {
+    try {
+      const answers = await Promise.all(
+        clients.map((c) => c.socket.timeout(10000).emitWithAck("bus_counters", null)));
+      say({ type: "counters", counters: answers });
+    } catch (err) {
+      fail("bus_counters failed", { message: String(err?.message ?? err) });
+    }
+  },
   exit: () => lines.close(),
 };
 

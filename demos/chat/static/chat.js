@@ -53,9 +53,14 @@
     });
   }
 
+  function announce(a) {
+    line("announcement", [[null, `${a.text} `], ["pid", `(announcer pid ${a.pid})`]]);
+  }
+
   socket.on("hello", (me) => {
     status.className = "";
     status.textContent = `connected to worker pid ${me.pid}`;
+    if (me.announcement) announce(me.announcement);
     // A reconnect may land on another worker, which knows nothing of our room.
     if (joined) join(joined.room, joined.nick);
   });
@@ -73,6 +78,9 @@
   socket.on("chat", (msg) => {
     line("", [["nick", msg.nick], [null, `: ${msg.text} `], ["pid", `(via worker ${msg.pid})`]]);
   });
+
+  // Only with example_confs/with_side_process.py, which runs the announcer.
+  socket.on("announcement", announce);
 
   socket.on("system", (msg) => {
     line("system", [[null, `#${msg.room}: ${msg.text} `], ["pid", `(via worker ${msg.pid})`]]);
