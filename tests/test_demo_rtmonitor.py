@@ -197,7 +197,9 @@ def test_browser_pages_over_websocket_and_polling_plot_the_same_points(server: G
 
     overlap = result["overlap"]
     assert overlap["count"] >= 5, overlap
-    assert overlap["missing"] == {"ws": [], "polling": []}, overlap["missing"]
+    # Each page holds every seq: live, from its history, or filled after a hole.
+    warnings = [line for line in server.log().splitlines() if "rtmonitor" in line and "WARNING" in line]
+    assert overlap["missing"] == {"ws": [], "polling": []}, (overlap["missing"], warnings[-10:])
     assert overlap["mismatchedCount"] == 0, overlap["mismatched"]
     assert overlap["samplers"] == [sampler]
     # One sampler: one point a second (two samplers would halve the interval).
@@ -234,6 +236,16 @@ def test_one_sampler_for_all_workers(server: Gunicorn) -> None:
     assert all(s["total"]["mem"] > 0 for s in samples)
     # A new client gets the recent points at once, the same the live ones were.
     history = {p["seq"]: p for p in requests.get(server.url + "/api/history", timeout=5).json()["points"]}
+    # A page that sees a hole asks for the kept points ("fill"): the same points, in order.
+    asking = SampleClient(server.url)
+    try:
+        filled = asking.sio.call("fill", None, timeout=10)["points"]
+    finally:
+        asking.close()
+    seqs_filled = [p["seq"] for p in filled]
+    assert seqs_filled == list(range(seqs_filled[0], seqs_filled[0] + len(filled))), seqs_filled
+    assert seqs_filled[-1] >= max(history)
+    assert all(p == history[p["seq"]] for p in filled if p["seq"] in history)
     assert 1 <= len(history) <= rtm.HISTORY
     for s in samples:
         if s["seq"] in history:

@@ -34,7 +34,11 @@ One point a second, the same for every client
     ``sio.emit("sample", point)``; BarrelManager delivers it to the clients of
     every worker. A client that connects gets the last points from the store
     at once (event ``history``). Points are keyed by ``seq``, so a point
-    received both in the history and live is counted once.
+    received both in the history and live is counted once. A point that
+    could not be stored (the store slow or restarting) is still broadcast;
+    a client that sees a hole in the seqs it got live asks for the kept
+    points (``fill``) and adds the missing ones: what one path lost, the
+    other brings.
 
     point = {"seq": int, "t": unix time (s), "sampler": leader pid,
              "total": {"cpu": %, "mem": bytes in use, "mem_total": bytes, "ncpu": int},
@@ -44,6 +48,8 @@ Events (server -> client)
     history {"pid": worker holding this socket, "leader": leader id or null,
              "points": [point, ...] (oldest first)}     sent on connect
     sample  point                                      once a second, to everyone
+Events (client -> server)
+    fill    -> {"points": [point, ...]} (its ack)      the kept points, as in history
 HTTP
     /api/leader   {"leader": {"pid", "host", "token"} or null, "served_by": pid}
     /api/history  {"points": [...]} as sent on connect
@@ -223,9 +229,12 @@ class Sampler:
         point = {"seq": seq, "t": round(time.time(), 3), "sampler": self.pid,
                  "total": total, "workers": workers}
         # Stored before it is sent: a client connecting in between gets it in
-        # its history and live, and counts it once (by seq).
-        store.set(point_key(seq), point, ttl=POINT_TTL)
-        sio.emit("sample", point)
+        # its history and live, and counts it once (by seq). Sent even if it
+        # could not be stored: the seq is taken, and live clients lose nothing.
+        try:
+            store.set(point_key(seq), point, ttl=POINT_TTL)
+        finally:
+            sio.emit("sample", point)
         return point
 
     def _workers(self) -> dict[str, dict[str, float]]:
@@ -274,6 +283,16 @@ def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         log.warning("rtmonitor: no history for %s: %s", sid, exc)
         points, leader = [], None
     sio.emit("history", {"pid": os.getpid(), "leader": leader, "points": points}, to=sid)
+
+
+@sio.on("fill")
+def fill(sid: str, _data: Any = None) -> dict[str, Any]:
+    """The kept points, for a client that saw a hole in the live ones."""
+    try:
+        return {"points": history(get_store())}
+    except StoreError as exc:
+        log.warning("rtmonitor: no points to fill %s's hole: %s", sid, exc)
+        return {"points": []}
 
 
 StartResponse = Callable[..., Any]

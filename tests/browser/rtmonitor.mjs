@@ -38,7 +38,7 @@ async function pageState(page) {
     return {
       received: s.received, count: s.points.length, draws: s.draws, plotted: s.plotted,
       lastPlottedSeq: s.lastPlottedSeq, transport: s.transport, workerPid: s.workerPid,
-      connects: s.connects, errors: s.errors.slice(0, 10),
+      connects: s.connects, errors: s.errors.slice(0, 10), fills: s.fills,
       firstSeq: s.points.length ? s.points[0].seq : null,
       lastSeq: s.points.length ? s.points[s.points.length - 1].seq : null,
     };

@@ -11,6 +11,7 @@
 //   lastPlottedSeq  seq of the newest point drawn
 //   transport       the engine.io transport in use; workerPid: the worker holding the socket
 //   connects        connections made (reconnects included); errors: problems seen
+//   fills           times a hole in the live seqs made the page ask for the kept points
 (function () {
   "use strict";
 
@@ -29,7 +30,7 @@
 
   const state = (window.rtmonitor = {
     points: [], received: 0, draws: 0, plotted: 0, lastPlottedSeq: null,
-    transport: null, workerPid: null, connects: 0, errors: [],
+    transport: null, workerPid: null, connects: 0, errors: [], fills: 0,
   });
 
   function problem(text) {
@@ -219,9 +220,21 @@
     add(Array.isArray(msg.points) ? msg.points : []);
   });
 
+  // A live point after a hole (one the server could not broadcast, or this
+  // socket missed): ask once for the kept points; add() keeps each seq once.
+  let filling = false;
   socket.on("sample", (point) => {
     state.received++;
+    const last = state.points.length ? state.points.at(-1).seq : null;
     add([point]);
+    if (last !== null && valid(point) && point.seq > last + 1 && !filling) {
+      filling = true;
+      state.fills++;
+      socket.timeout(10000).emit("fill", null, (err, reply) => {
+        filling = false;
+        if (!err && reply && Array.isArray(reply.points)) add(reply.points);
+      });
+    }
   });
 
   socket.on("disconnect", (reason) => {
