@@ -178,13 +178,16 @@ def _streamed_through(outage: Callable[[RedisServer], None], tmp_path: Path,
         # A generous gap_timeout: on this shared machine recovery may take a while.
         env = {**redis_bus_env(rds, "outage"), "BARREL_GAP_TIMEOUT": "20"}
         with streaming_instances(env, tmp_path, instances) as (group, receivers):
-            return _check_stream_through(group, receivers, lambda: outage(rds))
+            return _check_stream_through(group, receivers, lambda _sender: outage(rds))
     finally:
         rds.stop()
 
 
 def _check_stream_through(group: list[Client], receivers: list[NodeClients],
-                          outage: Callable[[], None]) -> tuple[Deltas, int, list[int]]:
+                          outage: Callable[[Client], None]) -> tuple[Deltas, int, list[int]]:
+    """Stream from one worker (the sender) to node receivers on both while ``outage(sender)``
+    hits Redis; check what every receiver got. Returns the workers' counter changes, the
+    sender's pid and the other's."""
     where = [c["pid"] for js in receivers for c in js.expect("ready", 70)["clients"]]
     for js in receivers:
         assert js.ask("join_stream", "joined")
@@ -202,7 +205,7 @@ def _check_stream_through(group: list[Client], receivers: list[NodeClients],
 
     assert sender.call("start_stream", {"tag": "A", "count": STREAM_A, "rate": RATE_A}) == "started"
     wait_for(lambda: min(s["count"] for s in streams("A")) >= 50, 20, "stream A flowing", interval=0.1)
-    outage()
+    outage(sender)
     wait_for(lambda: counters_of(sender)["frames_pushed"] >= before[sender.pid].get("frames_pushed", 0)
              + STREAM_A, 30, "stream A emitted", interval=0.1)
     probes: list[str] = []

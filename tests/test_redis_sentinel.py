@@ -61,7 +61,8 @@ def test_master_sigkilled_while_streaming_every_receiver_gets_every_message(
     # Two instances of one worker each: a sender on one, node socket.io-client
     # receivers on both, 100 messages/s while the master dies and is replaced.
     with streaming_instances(_bus_env(sentinels, "failover"), tmp_path, instances=2) as (group, receivers):
-        delta, sender, (other,) = _check_stream_through(group, receivers, sentinels.fail_over)
+        delta, sender, (other,) = _check_stream_through(group, receivers,
+                                                        lambda _sender: sentinels.fail_over())
         # Both workers are subscribed (one pattern each) on the promoted replica.
         subscribers = sentinels.replica.client.client_list(_type="pubsub")
         assert sum(1 for c in subscribers if int(c["psub"]) > 0) == 2, subscribers

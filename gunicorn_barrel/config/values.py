@@ -64,13 +64,14 @@ def store_backend(raw: object) -> str:
     value = str(raw).strip()
     if value in ("embedded", "none") or value.startswith(("redis://", "rediss://", "unix://")):
         return value
-    if value.startswith(SENTINEL_SCHEME + "://"):
+    if value.startswith((SENTINEL_SCHEME + "://", CLUSTER_SCHEME + "://")):
         return redis_url(value)
     raise ValueError(f"expected 'embedded', 'none' or a redis:// URL, got {raw!r}")
 
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,27 +95,55 @@ def sentinel_address(value: str) -> SentinelAddress:
     if "?" in rest or "#" in rest:
         raise ValueError(f"a {prefix} URL takes no query or fragment, got {shown!r}")
     netloc, _, path = rest.partition("/")
-    credentials, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = credentials.partition(":")
-        username, password = unquote(user) or None, unquote(secret) if colon else None
-    sentinels = []
-    for item in hosts.split(","):
-        host, colon, port = item.strip().rpartition(":")
-        host = host.strip("[]")
-        if not (colon and host and port.isdigit() and 0 < int(port) < 65536):
-            raise ValueError(f"each Sentinel is host:port (redis+sentinel://h1:26379,h2:26379/mymaster), "
-                             f"got {item!r} in {shown!r}")
-        sentinels.append((host, int(port)))
+    username, password, sentinels = _hosts(netloc, shown, "redis+sentinel://h1:26379,h2:26379/mymaster")
     names = path.split("/") if path else []
     if not names or not names[0] or len(names) > 2:
         raise ValueError(f"a {prefix} URL names the master after the Sentinels "
                          f"(redis+sentinel://h1:26379,h2:26379/mymaster[/db]), got {shown!r}")
     if len(names) == 2 and not names[1].isdigit():
         raise ValueError(f"the database in a Redis URL is a number, got {shown!r}")
-    return SentinelAddress(tuple(sentinels), unquote(names[0]), int(names[1]) if len(names) == 2 else 0,
+    return SentinelAddress(sentinels, unquote(names[0]), int(names[1]) if len(names) == 2 else 0,
                            username, password)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterAddress:
+    """A Redis Cluster: the parts of a ``redis+cluster://`` URL."""
+
+    nodes: tuple[tuple[str, int], ...]  # where to learn the cluster's layout; the rest is found
+    username: str | None = None
+    password: str | None = None
+
+
+def cluster_address(value: str) -> ClusterAddress:
+    """Parse ``redis+cluster://[[user]:password@]host:port[,host:port...]``."""
+    shown = safe_url(value)
+    prefix = CLUSTER_SCHEME + "://"
+    if not value.startswith(prefix):
+        raise ValueError(f"expected a {prefix} URL, got {shown!r}")
+    netloc, _, path = value[len(prefix):].partition("/")
+    if path.strip("/") or "?" in netloc or "#" in netloc:
+        raise ValueError(f"a {prefix} URL names nodes only (a cluster has one database), got {shown!r}")
+    username, password, nodes = _hosts(netloc, shown, "redis+cluster://h1:7000,h2:7001")
+    return ClusterAddress(nodes, username, password)
+
+
+def _hosts(netloc: str, shown: str, example: str
+           ) -> tuple[str | None, str | None, tuple[tuple[str, int], ...]]:
+    """(username, password, ((host, port), ...)) of ``[[user]:password@]h1:p1[,h2:p2...]``."""
+    credentials, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = credentials.partition(":")
+        username, password = unquote(user) or None, unquote(secret) if colon else None
+    found = []
+    for item in hosts.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        host = host.strip("[]")
+        if not (colon and host and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"each server is host:port ({example}), got {item!r} in {shown!r}")
+        found.append((host, int(port)))
+    return username, password, tuple(found)
 
 
 def redis_url(value: str) -> str:
@@ -122,14 +151,17 @@ def redis_url(value: str) -> str:
     if value.startswith(SENTINEL_SCHEME + "://"):
         sentinel_address(value)
         return value
+    if value.startswith(CLUSTER_SCHEME + "://"):
+        cluster_address(value)
+        return value
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError on a non-numeric or out-of-range port
     except ValueError as exc:
         raise ValueError(f"unparsable Redis URL {safe_url(value)!r}: {exc}") from None
     if parts.scheme not in _REDIS_SCHEMES:
-        raise ValueError(f"expected a redis://, rediss://, unix:// or redis+sentinel:// URL, "
-                         f"got {safe_url(value)!r}")
+        raise ValueError("expected a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// "
+                         f"URL, got {safe_url(value)!r}")
     if parts.scheme == "unix" and not parts.path:
         raise ValueError(f"a unix:// Redis URL needs a socket path, got {safe_url(value)!r}")
     if parts.scheme != "unix" and not parts.hostname:
@@ -145,8 +177,8 @@ def bus_backend(raw: object) -> str:
     if value == "zmq":
         return value
     if "://" not in value:
-        raise ValueError(f"expected 'zmq' or a redis://, rediss://, unix:// or redis+sentinel:// URL, "
-                         f"got {value!r}")
+        raise ValueError("expected 'zmq' or a redis://, rediss://, unix://, redis+sentinel:// or "
+                         f"redis+cluster:// URL, got {value!r}")
     return redis_url(value)
 
 

@@ -2,7 +2,8 @@
 
 One more sender on the Redis bus, as a worker is, by the workers' own rules
 (``bus.redis.outbox``): frames numbered per channel with their base,
-PUBLISHed in order to ``barrel:bus:<namespace>:<channel>``, each kept in a
+PUBLISHed in order to ``barrel:bus:<namespace>:<channel>`` (SPUBLISHed on a
+Redis Cluster, ``bus.redis.layout``), each kept in a
 replay window once Redis took it and published again when a receiver that
 missed it asks (a NACK on the bus); an active channel's last frame is
 followed by tick frames, so that a loss at the end of its traffic is noticed
@@ -27,13 +28,13 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from gunicorn_barrel.bus import channels, wire
-from gunicorn_barrel.bus.redis import connection
+from gunicorn_barrel.bus.redis import connection, layout
+from gunicorn_barrel.bus.redis.connection import AnyClient
 from gunicorn_barrel.bus.redis.outbox import TICKS_EVERY, RedisOutbox
 from gunicorn_barrel.config.values import safe_url
 from gunicorn_barrel.sio.emitting import EmitterBase, EmitterClosed
@@ -55,10 +56,10 @@ class RedisLocalEmitter(EmitterBase):
         super().__init__(channel)
         self.url = url
         self.max_frame_size = max_frame_size
-        self.prefix = channels.redis_prefix(namespace)
+        self.layout = layout.for_url(url, namespace)
         self.origin = uuid.uuid4().bytes
         self.counters: Counter[str] = Counter()
-        self._out = RedisOutbox(self.origin, self.prefix, max_frame_size, max_queued, self.counters)
+        self._out = RedisOutbox(self.origin, self.layout, max_frame_size, max_queued, self.counters)
         self._changed = threading.Condition()  # guards _out and the flags; notified on progress
         self._closed = self._stopping = self._orphaned = False
         self._retry_at = 0.0  # the thread's: no Redis call before (backoff)
@@ -110,8 +111,7 @@ class RedisLocalEmitter(EmitterBase):
     # -- the thread that owns the connections -------------------------------------------
 
     def _run(self) -> None:
-        client = connection.client(self.url, None, socket_timeout=_IO_TIMEOUT,
-                                   socket_connect_timeout=_IO_TIMEOUT, retry=Retry(NoBackoff(), 0))
+        client: AnyClient | None = None
         pubsub: Any = None
         backoff, next_ticks = _BACKOFF_FIRST, 0.0
         try:
@@ -126,9 +126,17 @@ class RedisLocalEmitter(EmitterBase):
                 if now < self._retry_at:
                     continue
                 try:
+                    if client is None:
+                        client = connection.client(self.url, None, socket_timeout=_IO_TIMEOUT,
+                                                   socket_connect_timeout=_IO_TIMEOUT,
+                                                   retry=Retry(NoBackoff(), 0))
                     if pubsub is None:
                         pubsub = client.pubsub()
-                        pubsub.subscribe(self.prefix + channels.NACK.encode())
+                        nacks = self.layout.nack_channel(self.origin)
+                        if self.layout.sharded:
+                            pubsub.ssubscribe(nacks)
+                        else:
+                            pubsub.subscribe(nacks)
                     self._read_nacks(pubsub)
                     if now >= next_ticks:
                         next_ticks = now + TICKS_EVERY
@@ -141,10 +149,15 @@ class RedisLocalEmitter(EmitterBase):
                         log.warning("emitter: Redis at %s: %s; trying again", safe_url(self.url), exc)
                     _close(pubsub)
                     pubsub = None
+                    if client is not None:
+                        # A new client: a cluster's learns the layout again (a failover).
+                        connection.close(client)
+                        client = None
                     self._retry_at, backoff = now + backoff, min(backoff * 2, _BACKOFF_MAX)
         finally:
             _close(pubsub)
-            client.close()
+            if client is not None:
+                connection.close(client)
 
     def _due(self) -> bool:
         return self._stopping or (bool(self._out.queue) and time.monotonic() >= self._retry_at)
@@ -155,25 +168,27 @@ class RedisLocalEmitter(EmitterBase):
                 self._orphaned = True
                 self._changed.notify_all()
 
-    def _publish(self, client: redis.Redis) -> None:
+    def _publish(self, client: AnyClient) -> None:
         with self._changed:
             batch = self._out.take_batch()
         if not batch:
             return
         pipe = client.pipeline(transaction=False)
+        send = pipe.spublish if self.layout.sharded else pipe.publish
         for item in batch:
-            pipe.publish(item.redis_channel, item.body)
+            send(item.redis_channel, item.body)
         pipe.execute()
         with self._changed:
             self._out.done(batch)
             self._changed.notify_all()
 
     def _read_nacks(self, pubsub: Any) -> None:
-        while (message := pubsub.get_message(timeout=0)) is not None:
-            if message.get("type") != "message":
+        read = pubsub.get_sharded_message if self.layout.sharded else pubsub.get_message
+        while (message := read(timeout=0)) is not None:
+            if message.get("type") not in ("message", "smessage"):
                 continue
             try:
-                frame = wire.decode([message["channel"][len(self.prefix):], message["data"]],
+                frame = wire.decode([self.layout.topic(message["channel"]), message["data"]],
                                     self.max_frame_size)
             except wire.WireError:
                 self.counters["frames_refused"] += 1

@@ -5,6 +5,12 @@ so a Redis shared with other programs is not polluted and compare-and-set is a
 plain string comparison. Every write runs in one Lua script that also takes a
 version (INCR of ``barrel:kvmeta:version``) and PUBLISHes the change on
 ``barrel:kv:changes``: the write, its version and its event are one atomic step.
+
+On a Redis Cluster (``redis+cluster://``) the names carry the hash tag
+``{barrel}`` (``{barrel}:kv:<key>``, ``{barrel}:kvmeta:version``, the shard
+channel ``{barrel}:kv:changes``, SPUBLISHed): one script touches one slot,
+so the whole store lives on the shard serving that slot (and follows its
+failover); it is not spread over the shards.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from gunicorn_barrel.bus.redis import connection
+from gunicorn_barrel.bus.redis import cluster, connection
 from gunicorn_barrel.bus.redis.pubsub import live_messages
 from gunicorn_barrel.config.values import safe_url
 from gunicorn_barrel.store.base import (
@@ -46,6 +52,7 @@ KEY_PREFIX = "barrel:kv:"
 CHANGES_CHANNEL = "barrel:kv:changes"
 # Not under KEY_PREFIX: "barrel:kv:version" is where the user key "version" lives.
 VERSION_KEY = "barrel:kvmeta:version"
+_CLUSTER_TAG = "{barrel}"  # instead of "barrel" in each name above on a cluster: one slot
 
 _POOL_SIZE = 64  # connections per worker; more concurrent calls wait (up to the timeout) for one
 _SCAN_COUNT = 1000
@@ -62,7 +69,7 @@ counters: Counter[str] = Counter()
 # its JSON text without the closing brace; the script appends the version.
 _PUBLISH = """
 local version = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[#ARGV - 1],
+redis.call('_PUBLISH_COMMAND_', ARGV[#ARGV - 1],
            ARGV[#ARGV] .. _VALUE_ .. ',"version":' .. string.format('%d', version) .. '}')
 """
 
@@ -120,10 +127,10 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
-def _storage_key(key: str) -> bytes:
+def _storage_key(prefix: str, key: str) -> bytes:
     check_key(key)
     try:
-        return (KEY_PREFIX + key).encode("utf-8")
+        return (prefix + key).encode("utf-8")
     except UnicodeEncodeError:
         raise StoreValueError("keys must be valid Unicode text (no lone surrogates)") from None
 
@@ -192,32 +199,46 @@ class RedisStore(Store):
             "socket_connect_timeout": timeout,
             "retry": Retry(NoBackoff(), 0),
         }
-        try:
-            self._pool = connection.pool(url, _POOL_SIZE, wait_for_free=timeout, **options)
-            self._sub_pool = connection.pool(url, 2, **options)
-        except ValueError as exc:
-            raise StoreError(f"bad Redis URL {self.url}: {exc}") from None
-        self.db = int(self._pool.connection_kwargs.get("db", 0) or 0)
-        self._client = redis.Redis(connection_pool=self._pool)
-        self._sub_client = redis.Redis(connection_pool=self._sub_pool)
-        self._set = self._client.register_script(_SET)
-        self._delete = self._client.register_script(_DELETE)
-        self._incr = self._client.register_script(_INCR)
-        self._cas = self._client.register_script(_COMPARE_AND_SET)
+        self._url = url
+        self._options = options
+        self.sharded = connection.is_cluster(url)
+        tag = _CLUSTER_TAG if self.sharded else "barrel"
+        self.key_prefix, self.version_key, self.channel = (
+            name.replace("barrel", tag, 1) for name in (KEY_PREFIX, VERSION_KEY, CHANGES_CHANNEL))
+        self._client: connection.AnyClient | None = None
         self._watchers: list[tuple[str, Watcher]] = []
         self._subscriber: gevent.Greenlet | None = None
         self._live = Event()
         self._last_version: int | None = None
         self._closed = False
+        self.db = 0
+        if not self.sharded:
+            try:
+                pool = connection.pool(url, _POOL_SIZE, wait_for_free=timeout, **options)
+            except ValueError as exc:
+                raise StoreError(f"bad Redis URL {self.url}: {exc}") from None
+            self.db = int(pool.connection_kwargs.get("db", 0) or 0)
+            self._connect(redis.Redis(connection_pool=pool))
+
+    def _connect(self, client: connection.AnyClient) -> None:
+        """Use ``client``, and its scripts (a cluster's client is made at the first call)."""
+        command = "SPUBLISH" if self.sharded else "PUBLISH"
+        self._set, self._delete, self._incr, self._cas = (
+            client.register_script(script.replace("_PUBLISH_COMMAND_", command))
+            for script in (_SET, _DELETE, _INCR, _COMPARE_AND_SET))
+        self._client = client
 
     # -- calls ------------------------------------------------------------
 
     @contextmanager
-    def _call(self, op: str) -> Iterator[None]:
+    def _call(self, op: str) -> Iterator[connection.AnyClient]:
         if self._closed:
             raise StoreError("the store client is closed")
         try:
-            yield
+            if self._client is None:  # a cluster: learn its layout now (it may be down at start)
+                self._connect(connection.cluster_client(self._url, **self._options))
+            assert self._client is not None
+            yield self._client
         except RedisTimeoutError:
             raise StoreTimeout(f"Redis at {self.url} did not answer {op} within {self.timeout} s "
                                "(a write may or may not have been applied)") from None
@@ -230,48 +251,48 @@ class RedisStore(Store):
             raise StoreError(f"Redis at {self.url} refused {op}: {exc}") from None
 
     def get(self, key: str, default: Any = None) -> Any:
-        name = _storage_key(key)
-        with self._call("get"):
-            text = self._client.get(name)
+        name = _storage_key(self.key_prefix, key)
+        with self._call("get") as client:
+            text = client.get(name)
         return default if text is None else json.loads(text)
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        name = _storage_key(key)
+        name = _storage_key(self.key_prefix, key)
         text = _canonical(value, self.max_value)
         px = _ttl_ms(ttl)
         with self._call("set"):
-            self._set(keys=[name, VERSION_KEY],
-                      args=[text, px, CHANGES_CHANNEL, _event_head("set", key, self.db, text)])
+            self._set(keys=[name, self.version_key],
+                      args=[text, px, self.channel, _event_head("set", key, self.db, text)])
 
     def delete(self, key: str) -> bool:
-        name = _storage_key(key)
+        name = _storage_key(self.key_prefix, key)
         with self._call("delete"):
-            return bool(self._delete(keys=[name, VERSION_KEY],
-                                     args=[CHANGES_CHANNEL, _event_head("delete", key, self.db)]))
+            return bool(self._delete(keys=[name, self.version_key],
+                                     args=[self.channel, _event_head("delete", key, self.db)]))
 
     def incr(self, key: str, amount: int = 1) -> int:
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise StoreValueError(f"incr amount must be an integer, got {amount!r}")
-        name = _storage_key(key)
+        name = _storage_key(self.key_prefix, key)
         if not -_INT64 <= amount < _INT64:
             raise StoreValueError(f"incr amount must fit in 64 bits, got {amount!r}")
         with self._call("incr"):
-            ok, text = self._incr(keys=[name, VERSION_KEY], args=[
-                str(amount), CHANGES_CHANNEL, _event_head("set", key, self.db, with_value=False)])
+            ok, text = self._incr(keys=[name, self.version_key], args=[
+                str(amount), self.channel, _event_head("set", key, self.db, with_value=False)])
         if not ok:
             detail = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
             raise StoreValueError(f"incr needs a 64-bit integer value at {key!r} ({detail})")
         return int(text)
 
     def compare_and_set(self, key: str, expected: Any, value: Any, ttl: float | None = None) -> bool:
-        name = _storage_key(key)
+        name = _storage_key(self.key_prefix, key)
         expected_text = _canonical(expected, self.max_value)
         text = _canonical(value, self.max_value)
         px = _ttl_ms(ttl)
         with self._call("compare_and_set"):
-            return bool(self._cas(keys=[name, VERSION_KEY], args=[
+            return bool(self._cas(keys=[name, self.version_key], args=[
                 "1" if expected is None else "0", expected_text, text, px,
-                CHANGES_CHANNEL, _event_head("set", key, self.db, text)]))
+                self.channel, _event_head("set", key, self.db, text)]))
 
     def scan(self, prefix: str, limit: int = 1000) -> dict[str, Any]:
         if not isinstance(prefix, str):
@@ -279,13 +300,13 @@ class RedisStore(Store):
         if not isinstance(limit, int) or not 0 < limit <= 100_000:
             raise StoreValueError("scan needs a string prefix and a limit in 1..100000")
         try:
-            pattern = (KEY_PREFIX + _glob_escape(prefix) + "*").encode("utf-8")
+            pattern = (self.key_prefix + _glob_escape(prefix) + "*").encode("utf-8")
         except UnicodeEncodeError:
             raise StoreValueError("prefix must be valid Unicode text (no lone surrogates)") from None
-        skip = len(KEY_PREFIX)
+        skip = len(self.key_prefix)
         found: dict[str, Any] = {}
-        with self._call("scan"):
-            names: set[bytes] = set(self._client.scan_iter(match=pattern, count=_SCAN_COUNT))
+        with self._call("scan") as client:
+            names: set[bytes] = set(client.scan_iter(match=pattern, count=_SCAN_COUNT))
             keys = []
             for name in names:
                 try:
@@ -295,7 +316,7 @@ class RedisStore(Store):
             keys.sort()
             for start in range(0, len(keys), _MGET_CHUNK):
                 chunk = keys[start:start + _MGET_CHUNK]
-                texts = self._client.mget([(KEY_PREFIX + k).encode("utf-8") for k in chunk])
+                texts = client.mget([(self.key_prefix + k).encode("utf-8") for k in chunk])
                 for key, text in zip(chunk, texts, strict=True):
                     if text is None:
                         continue  # expired or deleted since the SCAN
@@ -358,22 +379,32 @@ class RedisStore(Store):
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
     def _subscribe_once(self, was_live: bool) -> None:
-        pubsub = self._sub_client.pubsub()
+        for message in self._messages():
+            kind = message.get("type")
+            if kind in ("subscribe", "subscribed"):
+                if was_live:
+                    counters["store_watch_reconnects"] += 1
+                    log.warning("store: change subscription to Redis at %s is back; changes "
+                                "published while it was down were lost", self.url)
+                self._live.set()
+            elif kind in ("message", "smessage"):
+                self._dispatch(message.get("data"))
+
+    def _messages(self) -> Iterator[dict[str, Any]]:
+        """The change channel's messages: subscribed on the server, or on the cluster's shard."""
+        if self.sharded:
+            yield from cluster.sharded_messages(self._url, [self.channel.encode()], lambda: self._closed,
+                                                self.timeout, _IDLE_PING, 1.0, **self._options)
+            return
+        sub = connection.client(self._url, 1, **self._options)
+        pubsub = sub.pubsub()
         try:
-            pubsub.subscribe(CHANGES_CHANNEL)
-            for message in live_messages(pubsub, self._live, lambda: self._closed, self.timeout,
-                                         _IDLE_PING, poll=1.0):
-                kind = message.get("type")
-                if kind == "subscribe":
-                    if was_live:
-                        counters["store_watch_reconnects"] += 1
-                        log.warning("store: change subscription to Redis at %s is back; changes "
-                                    "published while it was down were lost", self.url)
-                    self._live.set()
-                elif kind == "message":
-                    self._dispatch(message.get("data"))
+            pubsub.subscribe(self.channel)
+            yield from live_messages(pubsub, self._live, lambda: self._closed, self.timeout, _IDLE_PING,
+                                     poll=1.0)
         finally:
             pubsub.close()
+            connection.close(sub)
 
     def _dispatch(self, data: Any) -> None:
         try:
@@ -406,7 +437,5 @@ class RedisStore(Store):
         if self._subscriber is not None:
             self._subscriber.kill(block=True, timeout=1.0)
         self._live.clear()
-        self._client.close()
-        self._sub_client.close()
-        self._pool.disconnect()
-        self._sub_pool.disconnect()
+        if self._client is not None:
+            connection.close(self._client)

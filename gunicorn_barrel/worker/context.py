@@ -40,6 +40,9 @@ class WorkerContext:
         bus = _connect_bus(settings, runtime_dir)
         try:
             bus_api.port.connect(bus)
+            if hasattr(bus, "wait_subscribed"):
+                # A Redis bus subscribes once the handlers are in (all at once on a cluster).
+                bus.wait_subscribed()
             store = _open_store(settings, runtime_dir, bus)
             try:
                 store_api.worker_store().connect(store)

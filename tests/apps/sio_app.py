@@ -138,8 +138,9 @@ def bus_counters(sid, _data=None):
     import gunicorn_barrel
     from gunicorn_barrel.bus import api as client
 
+    origin = getattr(client.port.connected(), "origin", b"")
     return {"pid": os.getpid(), "counters": gunicorn_barrel.counters(),
-            "broadcaster": client.broadcaster_counters()}
+            "broadcaster": client.broadcaster_counters(), "origin": origin.hex()}
 
 
 @sio.event

@@ -3,7 +3,10 @@
 Same interface and frames as the zmq BusClient (``wire.encode``: origin, a
 per-channel seq, msgpack), but no broadcaster: each bus channel is the Redis
 channel ``barrel:bus:<namespace>:<channel>`` and every worker of every
-instance PSUBSCRIBEs to ``barrel:bus:<namespace>:*``.
+instance PSUBSCRIBEs to ``barrel:bus:<namespace>:*``. On a Redis Cluster
+(``redis+cluster://``) frames go by sharded pub/sub and a worker SSUBSCRIBEs
+to the channels it has handlers for, on the masters serving them
+(``layout``, ``cluster``).
 
 Sending (``sender``, ``outbox``): publish() only queues; one greenlet
 pipelines the queue to Redis and keeps a frame until Redis answered, then in
@@ -30,7 +33,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import gevent
@@ -42,7 +45,7 @@ from redis.retry import Retry
 
 from gunicorn_barrel.bus import channels, wire
 from gunicorn_barrel.bus.api import BusClosed, Handler, call_handlers
-from gunicorn_barrel.bus.redis import connection
+from gunicorn_barrel.bus.redis import cluster, connection, layout
 from gunicorn_barrel.bus.redis.outbox import TICKS_EVERY
 from gunicorn_barrel.bus.redis.pubsub import live_messages
 from gunicorn_barrel.bus.redis.replay import GapInbox, NackSchedule
@@ -71,7 +74,7 @@ class RedisBusClient:
         self.origin = uuid.uuid4().bytes
         self.pid = os.getpid()
         self.counters: Counter[str] = Counter()
-        self.prefix = channels.redis_prefix(namespace)
+        self.layout = layout.for_url(url, namespace)
         self.inbox: GapInbox[wire.Frame] = GapInbox(gap_timeout, max_unacked, self.counters)
         self.live = Event()  # set while the subscription is confirmed
         self._handlers: dict[str, list[Handler]] = {}
@@ -79,17 +82,19 @@ class RedisBusClient:
         # The listener and the recovery greenlet both deliver: one at a time keeps the order.
         self._in_order = gevent.lock.Semaphore()
         self._closed = False
-        options: dict[str, Any] = {
+        self._subscribed: set[str] = set()  # a cluster subscription's channels
+        self._resubscribing = False  # a cluster subscription ended to add channels
+        self._listener = gevent.getcurrent()  # replaced below
+        self._url = url
+        self._options: dict[str, Any] = {
             "socket_timeout": _IO_TIMEOUT,
             "socket_connect_timeout": _IO_TIMEOUT,
             "retry": Retry(NoBackoff(), 0),  # the sender resends itself, in order
         }
-        self._pub = connection.client(url, 1, **options)
-        self._sub = connection.client(url, 1, **options)
-        self.sender = RedisSender(self._pub, self.url, self.origin, self.prefix, max_frame_size,
-                                  max_unacked, self.counters)
-        self._greenlets = [gevent.spawn(self._listen_forever), gevent.spawn(self.sender.run),
-                           gevent.spawn(self._recover_forever)]
+        self.sender = RedisSender(lambda: connection.client(url, 1, **self._options), self.url, self.origin,
+                                  self.layout, max_frame_size, max_unacked, self.counters)
+        self._listener = gevent.spawn(self._listen_forever)
+        self._greenlets = [self._listener, gevent.spawn(self.sender.run), gevent.spawn(self._recover_forever)]
 
     # -- the interface of bus.api.Bus ----------------------------------------
 
@@ -97,12 +102,27 @@ class RedisBusClient:
         """Wait until Redis confirmed this worker's subscription."""
         return bool(self.live.wait(timeout))
 
+    def wait_subscribed(self, wait: float = _IO_TIMEOUT) -> None:
+        """Wait (up to ``wait`` s) for the subscription; log why this worker goes on without it."""
+        if not self.live.wait(wait):
+            log.error("bus: Redis at %s did not confirm the subscription within %s s; this worker "
+                      "serves its own clients and keeps trying (frames to others are queued, up "
+                      "to max_unacked)", self.url, wait)
+
     def subscribe(self, channel: str, handler: Handler) -> None:
         """Call ``handler(frame)`` in the listener greenlet for each frame of ``channel``."""
         channels.check_user_channel(channel)
-        # Every channel of the namespace is already subscribed (one pattern):
-        # a handler added now hears every frame published after this call.
+        new = channel not in self._handlers
         self._handlers.setdefault(channel, []).append(handler)
+        # One server: every channel of the namespace is already subscribed (one
+        # pattern), so a handler added now hears every frame published after this
+        # call. A cluster: a new channel is subscribed by name, so subscribe again
+        # and (unless called from the listener itself) wait for it, as long as a
+        # command may take.
+        if new and self.layout.sharded and self.live.is_set() and gevent.getcurrent() is not self._listener:
+            deadline = time.monotonic() + _IO_TIMEOUT
+            while not (channel in self._subscribed and self.live.is_set()) and time.monotonic() < deadline:
+                gevent.sleep(0.01)
 
     def publish(self, channel: str, payload: Mapping[str, Any]) -> None:
         """Queue ``payload`` for every worker subscribed to ``channel``; never blocks.
@@ -128,10 +148,7 @@ class RedisBusClient:
             log.warning("bus: %s frames not published to Redis at %s before exit",
                         len(self.sender.queue), self.url)
         gevent.killall(self._greenlets, block=True, timeout=1.0)
-        self._pub.close()
-        self._sub.close()
-        self._pub.connection_pool.disconnect()
-        self._sub.connection_pool.disconnect()
+        self.sender.close()
         # At debug level: a worker logs all its counters at exit (worker.context).
         log.debug("bus client %s closed; counters %s", self.pid, dict(self.counters))
 
@@ -157,31 +174,56 @@ class RedisBusClient:
             if self.live.is_set():
                 was_live, failing, backoff = True, False, _BACKOFF_FIRST
                 self.live.clear()
-            gevent.sleep(backoff)
-            backoff = min(backoff * 2, _BACKOFF_MAX)
+            if not self._resubscribing:
+                gevent.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
 
     def _listen_once(self, was_live: bool, failing: bool) -> None:
-        pubsub = self._sub.pubsub()
+        for message in self._messages():
+            kind = message.get("type")
+            if kind in ("pmessage", "smessage"):
+                self._receive(message["channel"], message["data"])
+            elif kind in ("psubscribe", "subscribed"):
+                if self._resubscribing:
+                    pass  # a planned resubscription (new channels), not a reconnect
+                elif was_live:
+                    self.counters["bus_reconnects"] += 1
+                    log.warning("bus: subscription to Redis at %s is back", self.url)
+                elif failing:
+                    log.warning("bus: Redis at %s is reachable; subscribed", self.url)
+                self._resubscribing = False
+                self.live.set()
+
+    def _messages(self) -> Iterator[dict[str, Any]]:
+        """What the subscription receives: one pattern on one server, shard channels on a cluster."""
+        if self.layout.sharded:
+            self._subscribed = set(self._handlers)
+            names = self.layout.subscriptions(self._subscribed, self.origin)
+            yield from cluster.sharded_messages(self._url, names, self._must_stop, _IO_TIMEOUT, _IDLE_PING,
+                                                _IDLE_PING, **self._options)
+            return
+        sub = connection.client(self._url, 1, **self._options)
+        pubsub = sub.pubsub()
         try:
-            pubsub.psubscribe(self.prefix + b"*")
-            for message in live_messages(pubsub, self.live, lambda: self._closed, _IO_TIMEOUT,
-                                         _IDLE_PING, poll=_IDLE_PING):
-                kind = message.get("type")
-                if kind == "pmessage":
-                    self._receive(message["channel"], message["data"])
-                elif kind == "psubscribe":
-                    if was_live:
-                        self.counters["bus_reconnects"] += 1
-                        log.warning("bus: subscription to Redis at %s is back", self.url)
-                    elif failing:
-                        log.warning("bus: Redis at %s is reachable; subscribed", self.url)
-                    self.live.set()
+            pubsub.psubscribe(self.layout.prefix + b"*")
+            yield from live_messages(pubsub, self.live, lambda: self._closed, _IO_TIMEOUT, _IDLE_PING,
+                                     poll=_IDLE_PING)
         finally:
             pubsub.close()
+            connection.close(sub)
+
+    def _must_stop(self) -> bool:
+        """Whether the cluster subscription ends: closing, or channels to add."""
+        if self._closed:
+            return True
+        if self.live.is_set() and not self._handlers.keys() <= self._subscribed:
+            self._resubscribing = True
+            return True
+        return False
 
     def _receive(self, channel: bytes, body: bytes) -> None:
         try:
-            frame = wire.decode([channel[len(self.prefix):], body], self.max_frame_size)
+            frame = wire.decode([self.layout.topic(channel), body], self.max_frame_size)
         except wire.WireError as exc:
             self.counters["frames_refused"] += 1
             log.warning("bus frame refused: %s", exc)
@@ -211,7 +253,7 @@ class RedisBusClient:
         self.counters["nacks_sent"] += 1
         nack = channels.Nack(stream[0], stream[1], first, last).payload()
         topic, body = wire.encode(wire.Frame(channels.NACK, self.origin, 0, nack), self.max_frame_size)
-        self.sender.enqueue(channels.NACK, 0, self.prefix + topic, body, fresh=False)
+        self.sender.enqueue(channels.NACK, 0, self.layout.nack_channel(stream[0]), body, fresh=False)
 
     def _recover_forever(self) -> None:
         """Skip gaps that waited gap_timeout, ask again for open ones, tick active channels."""
@@ -237,11 +279,10 @@ class RedisBusClient:
 
 
 def connect(url: str, max_frame_size: int, namespace: str = "", max_unacked: int = 100_000,
-            gap_timeout: float = 5.0, wait: float = _IO_TIMEOUT) -> RedisBusClient:
-    """Create this worker's Redis bus client and wait (up to ``wait`` s) for its subscription."""
-    client = RedisBusClient(url, max_frame_size, namespace, max_unacked, gap_timeout)
-    if not client.live.wait(wait):
-        log.error("bus: Redis at %s did not confirm the subscription within %s s; this worker "
-                  "serves its own clients and keeps trying (frames to others are queued, up "
-                  "to max_unacked)", client.url, wait)
-    return client
+            gap_timeout: float = 5.0) -> RedisBusClient:
+    """Create this worker's Redis bus client; it subscribes once this greenlet yields.
+
+    Register the handlers first (``BusPort.connect``), then ``wait_subscribed``:
+    on a cluster the first subscription then covers every channel at once.
+    """
+    return RedisBusClient(url, max_frame_size, namespace, max_unacked, gap_timeout)

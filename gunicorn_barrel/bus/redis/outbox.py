@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from gunicorn_barrel.bus import channels, wire
+from gunicorn_barrel.bus.redis.layout import ChannelLayout
 from gunicorn_barrel.bus.redis.replay import ReplayWindow
 from gunicorn_barrel.bus.sequencing import FirstUnacked, Numbering
 
@@ -45,10 +46,10 @@ class Queued(NamedTuple):
 class RedisOutbox:
     """One sender's frames: numbered, queued until Redis took them, then kept for replay."""
 
-    def __init__(self, origin: bytes, prefix: bytes, max_frame_size: int, max_queued: int,
+    def __init__(self, origin: bytes, layout: ChannelLayout, max_frame_size: int, max_queued: int,
                  counters: Counter[str]) -> None:
         self.origin = origin
-        self.prefix = prefix
+        self.layout = layout
         self.max_frame_size = max_frame_size
         self.max_queued = max_queued
         self.counters = counters
@@ -86,7 +87,7 @@ class RedisOutbox:
         frame = wire.Frame(channel, self.origin, seq, payload, base=self.base(channel, seq))
         topic, body = wire.encode(frame, self.max_frame_size)
         self._numbering.take(channel)
-        self.enqueue(channel, seq, self.prefix + topic, body)
+        self.enqueue(channel, seq, self.layout.frame_channel(topic, self.origin), body)
 
     def base(self, channel: str, seq: int) -> int:
         """The ``base`` of frame ``seq`` of ``channel``, about to be queued."""
