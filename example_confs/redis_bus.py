@@ -15,6 +15,12 @@ With Sentinel, name the Sentinels and the master instead; the workers follow
 a failover to the promoted replica (README, "Redis bus"):
 
     BARREL_BUS=redis+sentinel://10.0.0.5:26379,10.0.0.6:26379,10.0.0.7:26379/mymaster/0
+
+On a Redis Cluster (Redis 7+), name some of its nodes: frames go by sharded
+pub/sub, spread over the shards, and each worker subscribes only to what
+concerns it (README, "Redis bus"):
+
+    BARREL_BUS=redis+cluster://10.0.0.5:7000,10.0.0.6:7000,10.0.0.7:7000
 """
 from gunicorn_barrel import hooks
 

@@ -17,10 +17,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis.cluster import RedisCluster as RedisClusterClient
 from redis.crc import key_slot
 
+from gunicorn_barrel.bus import channels, wire
 from gunicorn_barrel.bus.redis.layout import SPREAD, ChannelLayout, ShardedLayout
 from gunicorn_barrel.config.values import ClusterAddress, cluster_address, redis_url
+from gunicorn_barrel.sio.redis_local_emitter import RedisLocalEmitter
 from tests import cross_instance
 from tests.harness import Client, Gunicorn, gunicorn, spread_clients, wait_for
 from tests.redis_cluster import RedisCluster
@@ -182,3 +185,39 @@ def test_a_master_sigkilled_while_streaming_every_receiver_gets_every_message(
     assert delta[sender]["bus_publish_failures"] > 0, delta  # it published while the shard had no master
     assert delta[sender]["frames_resent"] > 0, delta
     assert all(d["bus_reconnects"] >= 1 for d in delta.values()), delta  # both moved over
+
+
+def test_a_side_process_emitter_spublishes_on_its_shard_channel_and_answers_nacks() -> None:
+    group = RedisCluster(masters=3).start()
+    em = RedisLocalEmitter(group.url, "side", 64 * 1024)
+    reader = RedisClusterClient.from_url(group.url.replace("redis+cluster://", "redis://").split(",")[0])
+    pubsub = reader.pubsub()
+    try:
+        layout = ShardedLayout("side")
+        name = layout.frame_channel(b"sio:socketio", em.origin)
+        pubsub.ssubscribe(name)
+        frames: list[wire.Frame] = []
+
+        def read() -> list[wire.Frame]:
+            while (message := pubsub.get_sharded_message(timeout=0.05)) is not None:
+                if message["type"] == "smessage":
+                    frames.append(wire.decode([layout.topic(message["channel"]), message["data"]], 64 * 1024))
+            return frames
+
+        wait_for(lambda: _subscribers(group, name) == 1, 10, "the reader subscribed")
+        em.emit("news", {"n": 1})
+        em.emit("news", {"n": 2})
+        assert em.flush(10)
+        wait_for(lambda: len([f for f in read() if "data" in f.payload]) >= 2, 10, "both emits")
+        assert [f.payload["data"] for f in frames if "data" in f.payload] == [[{"n": 1}], [{"n": 2}]]
+        # A receiver that missed seq 1 asks the emitter, on the emitter's own NACK channel.
+        wait_for(lambda: _subscribers(group, layout.nack_channel(em.origin)) == 1, 10, "the NACK channel")
+        nack = channels.Nack(em.origin, "sio:socketio", 1, 1).payload()
+        topic, body = wire.encode(wire.Frame(channels.NACK, bytes(16), 0, nack), 64 * 1024)
+        reader.spublish(layout.nack_channel(em.origin), body)
+        wait_for(lambda: sum(1 for f in read() if f.seq == 1) == 2, 10, "seq 1 published again")
+    finally:
+        em.close(1)
+        pubsub.close()
+        reader.close()
+        group.stop()

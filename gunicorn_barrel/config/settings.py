@@ -126,7 +126,8 @@ SETTINGS: tuple[Setting, ...] = (
         lambda: "embedded",
         "The shared key/value store (gunicorn_barrel.store): 'embedded' (a side "
         "process keeping it in SQLite, no server needed), a 'redis://host:port/db' URL "
-        "(or a 'redis+sentinel://...' one, as for bus), or 'none'. Default embedded.",
+        "(or a 'redis+sentinel://...' or 'redis+cluster://...' one, as for bus), or 'none'. "
+        "Default embedded.",
         fixed_at_start=True,
     ),
     Setting(
@@ -174,9 +175,11 @@ SETTINGS: tuple[Setting, ...] = (
         lambda: "zmq",
         "The bus between workers: 'zmq' (a broadcaster side process per gunicorn "
         "instance, nothing to run) or a 'redis://host:port/db', 'rediss://...', "
-        "'unix:///path' or 'redis+sentinel://h1:26379,h2:26379/master[/db]' URL: every "
+        "'unix:///path', 'redis+sentinel://h1:26379,h2:26379/master[/db]' or "
+        "'redis+cluster://h1:7000,h2:7001' URL: every "
         "worker of every instance using the URL shares one "
-        "bus through Redis pub/sub (several hosts; see \"Redis bus\"). With a Redis bus "
+        "bus through Redis pub/sub (sharded pub/sub on a cluster; several hosts; see \"Redis bus\"). "
+        "With a Redis bus "
         "the store defaults to the same URL, and store = 'embedded' is refused. Default zmq.",
         fixed_at_start=True,
     ),

@@ -169,8 +169,10 @@ class RedisBusClient:
                     log.error("bus: cannot subscribe at Redis %s (%s); retrying. This worker "
                               "serves its own clients meanwhile", self.url, exc)
                 failing = True
+                self._resubscribing = False  # not planned any more: a failure, with its backoff
             except Exception:
                 log.exception("bus: the Redis listener failed; restarting it")
+                self._resubscribing = False
             if self.live.is_set():
                 was_live, failing, backoff = True, False, _BACKOFF_FIRST
                 self.live.clear()
