@@ -57,3 +57,4 @@ bench: install test-tools
 	$(PYTHON) -m bench
 	$(PYTHON) -m bench.store
 	$(PYTHON) -m bench.peers
+	$(PYTHON) -m bench.redis_bus
