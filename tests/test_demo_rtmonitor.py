@@ -198,7 +198,8 @@ def test_browser_pages_over_websocket_and_polling_plot_the_same_points(server: G
     overlap = result["overlap"]
     assert overlap["count"] >= 5, overlap
     # Each page holds every seq: live, from its history, or filled after a hole.
-    warnings = [line for line in server.log().splitlines() if "rtmonitor" in line and "WARNING" in line]
+    warnings = [line for line in server.log().splitlines()
+                if "rtmonitor" in line and ("WARNING" in line or "ERROR" in line)]
     assert overlap["missing"] == {"ws": [], "polling": []}, (overlap["missing"], warnings[-10:])
     assert overlap["mismatchedCount"] == 0, overlap["mismatched"]
     assert overlap["samplers"] == [sampler]
