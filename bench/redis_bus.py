@@ -175,11 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     results = {"command": " ".join(["python -m bench.redis_bus", *(sys.argv[1:] if argv is None else argv)]),
                **run(args)}
-    text = markdown(results)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "redis_bus.json").write_text(json.dumps(results, indent=1) + "\n")
-    (args.out / "redis_bus.md").write_text(text)
+    report.save(args.out, "redis_bus", results, markdown(results))
 
 
 if __name__ == "__main__":

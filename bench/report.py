@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
+from pathlib import Path
 from typing import Any
 
 from bench import cpu
@@ -128,3 +130,11 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", "## Conditions", ""]
     lines += conditions(results)
     return "\n".join(lines) + "\n"
+
+
+def save(out: Path, stem: str, results: dict[str, Any], text: str) -> None:
+    """Print the Markdown ``text`` and write it and the JSON ``results`` as ``out/stem.md`` and ``.json``."""
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(text)

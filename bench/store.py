@@ -561,11 +561,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     results = {"command": " ".join(["python -m bench.store", *(sys.argv[1:] if argv is None else argv)]),
                **run(args)}
-    text = markdown(results)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "store.json").write_text(json.dumps(results, indent=1) + "\n")
-    (args.out / "store.md").write_text(text)
+    report.save(args.out, "store", results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,12 @@ def redis_bus_env(rds: RedisServer, namespace: str) -> dict[str, str]:
     return {"BARREL_BUS": rds.url, "BARREL_BUS_NAMESPACE": namespace}
 
 
+def failover_bus_env(url: str, namespace: str) -> dict[str, str]:
+    """A bus at ``url`` with a generous gap_timeout: on this shared machine a failover
+    (or an outage) and its replays may take a while."""
+    return {"BARREL_BUS": url, "BARREL_BUS_NAMESPACE": namespace, "BARREL_GAP_TIMEOUT": "20"}
+
+
 @pytest.fixture(scope="module", params=[(), ("--preload",)], ids=["fork-load", "preload"])
 def server(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[Gunicorn]:
     env = redis_bus_env(redis_server, "w4")
@@ -175,8 +181,7 @@ def _streamed_through(outage: Callable[[RedisServer], None], tmp_path: Path,
     rds = RedisServer()
     try:
         rds.start()
-        # A generous gap_timeout: on this shared machine recovery may take a while.
-        env = {**redis_bus_env(rds, "outage"), "BARREL_GAP_TIMEOUT": "20"}
+        env = failover_bus_env(rds.url, "outage")
         with streaming_instances(env, tmp_path, instances) as (group, receivers):
             return _check_stream_through(group, receivers, lambda _sender: outage(rds))
     finally:

@@ -27,7 +27,7 @@ from gunicorn_barrel.sio.redis_local_emitter import RedisLocalEmitter
 from tests import cross_instance
 from tests.harness import Client, Gunicorn, gunicorn, spread_clients, wait_for
 from tests.redis_cluster import RedisCluster
-from tests.test_redis_bus import _check_stream_through, streaming_instances
+from tests.test_redis_bus import _check_stream_through, failover_bus_env, streaming_instances
 from tests.test_store import op, wait_every_watcher_back
 
 pytestmark = pytest.mark.integration
@@ -73,11 +73,6 @@ def cluster() -> Iterator[RedisCluster]:
         group.stop()
 
 
-def _bus_env(group: RedisCluster, namespace: str) -> dict[str, str]:
-    # A generous gap_timeout: on this shared machine a failover and its replays may take a while.
-    return {"BARREL_BUS": group.url, "BARREL_BUS_NAMESPACE": namespace, "BARREL_GAP_TIMEOUT": "20"}
-
-
 def _command_calls(group: RedisCluster, command: str) -> dict[int, int]:
     """Calls of ``command`` each live master served so far (INFO commandstats)."""
     found = {}
@@ -95,7 +90,7 @@ def _subscribers(group: RedisCluster, name: bytes) -> int:
 
 def test_the_cross_instance_suite_on_three_instances_over_the_cluster(cluster: RedisCluster) -> None:
     before = _command_calls(cluster, "spublish")
-    servers = [Gunicorn(workers=2, env=_bus_env(cluster, "c3")) for _ in range(3)]
+    servers = [Gunicorn(workers=2, env=failover_bus_env(cluster.url, "c3")) for _ in range(3)]
     try:
         for srv in servers:
             srv.start()
@@ -178,7 +173,8 @@ def test_a_master_sigkilled_while_streaming_every_receiver_gets_every_message(
     # Two instances of one worker each: a sender on one, node socket.io-client
     # receivers on both, 100 messages/s while the master of the sender's shard
     # channel dies and its replica takes over.
-    with streaming_instances(_bus_env(cluster, "failover"), tmp_path, instances=2) as (group, receivers):
+    env = failover_bus_env(cluster.url, "failover")
+    with streaming_instances(env, tmp_path, instances=2) as (group, receivers):
         outage = _fail_over_the_senders_shard(cluster)
         delta, sender, (other,) = _check_stream_through(group, receivers, outage)
     assert delta[other]["lost_at_clients"] == 0, delta  # replayed from the sender's outbox

@@ -18,7 +18,7 @@ from gunicorn_barrel.config.values import SentinelAddress, sentinel_address
 from tests import cross_instance
 from tests.harness import gunicorn, spread_clients, wait_for
 from tests.redis_sentinel import SentinelGroup
-from tests.test_redis_bus import _check_stream_through, streaming_instances
+from tests.test_redis_bus import _check_stream_through, failover_bus_env, streaming_instances
 from tests.test_store import op, wait_every_watcher_back
 
 pytestmark = pytest.mark.integration
@@ -47,20 +47,16 @@ def sentinels() -> Iterator[SentinelGroup]:
         group.stop()
 
 
-def _bus_env(group: SentinelGroup, namespace: str) -> dict[str, str]:
-    # A generous gap_timeout: on this shared machine a failover and its replays may take a while.
-    return {"BARREL_BUS": group.url, "BARREL_BUS_NAMESPACE": namespace, "BARREL_GAP_TIMEOUT": "20"}
-
-
 def test_the_cross_instance_suite_on_two_instances_through_sentinel(sentinels: SentinelGroup) -> None:
-    cross_instance.check_all_on_new_instances(2, _bus_env(sentinels, "s2"))
+    cross_instance.check_all_on_new_instances(2, failover_bus_env(sentinels.url, "s2"))
 
 
 def test_master_sigkilled_while_streaming_every_receiver_gets_every_message(
         sentinels: SentinelGroup, tmp_path: Path) -> None:
     # Two instances of one worker each: a sender on one, node socket.io-client
     # receivers on both, 100 messages/s while the master dies and is replaced.
-    with streaming_instances(_bus_env(sentinels, "failover"), tmp_path, instances=2) as (group, receivers):
+    env = failover_bus_env(sentinels.url, "failover")
+    with streaming_instances(env, tmp_path, instances=2) as (group, receivers):
         delta, sender, (other,) = _check_stream_through(group, receivers,
                                                         lambda _sender: sentinels.fail_over())
         # Both workers are subscribed (one pattern each) on the promoted replica.
