@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("gunicorn_barrel.ws", "gunicorn_barrel.config", "gunicorn_barrel.runtime", "gunicorn_barrel.metrics",
      "gunicorn_barrel.bus.wire", "gunicorn_barrel.bus.sequencing", "gunicorn_barrel.bus.channels",
      "gunicorn_barrel.bus.redis.replay", "gunicorn_barrel.bus.redis.outbox",
-     "gunicorn_barrel.federation.linkstate"),
+     "gunicorn_barrel.bus.redis.layout", "gunicorn_barrel.federation.linkstate"),
     # transports: the bus backends and the federation of broadcasters
     ("gunicorn_barrel.bus", "gunicorn_barrel.federation"),
     # what an app uses: the store, socket.io glue, named events
@@ -130,6 +130,18 @@ def test_a_config_file_imports_no_gevent_zeromq_or_msgpack_into_the_arbiter() ->
     # `workers` only when gunicorn loads the worker class; a config file imports `hooks`.
     done = subprocess.run([sys.executable, "-c", code.replace(", workers", "")],
                           capture_output=True, text=True, timeout=60, cwd=PACKAGE.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_broadcaster_imports_no_asyncio_ssl_gevent_or_socketio() -> None:
+    # What a side process imports is memory it holds for its whole life
+    # (zmq.utils.monitor alone pulls asyncio and ssl: about 8 MB).
+    code = ("import sys; import gunicorn_barrel.bus.zeromq.broadcaster; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'asyncio', 'ssl', 'gevent', 'engineio', 'socketio', 'redis', 'prometheus_client'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=PACKAGE.parent)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 

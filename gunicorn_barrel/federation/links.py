@@ -23,14 +23,13 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import zmq
 from zmq.utils import z85
-from zmq.utils.monitor import parse_monitor_message
 
 from gunicorn_barrel.federation import linkstate
 from gunicorn_barrel.federation.keys import KeyRing
+from gunicorn_barrel.runtime import zmq_monitor
 
 log = logging.getLogger("gunicorn_barrel.federation")
 
@@ -344,8 +343,8 @@ class Federation:
         self._zap.send_multipart([version, request_id, b"400", b"key not authorized", b"", b""])
 
     def _on_event(self, what: str, message: list[bytes], link: Link | None) -> None:
-        event = parse_monitor_message(message)
-        kind = event["event"]
+        event = zmq_monitor.parse(message)
+        kind = event.event
         if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             log.info("federation: %s: link up (%s)", what, _endpoint(event))
             if link is not None:
@@ -356,7 +355,7 @@ class Federation:
             self.counters["federation_handshakes_failed"] += 1
             if self._should_log("federation_handshakes_failed"):
                 log.warning("federation: %s: handshake failed (%s, %s): wrong or unauthorized key?",
-                            what, _endpoint(event), _event_name(kind, event["value"]))
+                            what, _endpoint(event), _event_name(kind, event.value))
 
     # -- sending -----------------------------------------------------------
 
@@ -410,9 +409,8 @@ class _Unknown(Link):
 _UNKNOWN = _Unknown()
 
 
-def _endpoint(event: Any) -> str:
-    endpoint = event.get("endpoint", b"")
-    return endpoint.decode("utf-8", "replace") if isinstance(endpoint, bytes) else str(endpoint)
+def _endpoint(event: zmq_monitor.MonitorEvent) -> str:
+    return event.endpoint.decode("utf-8", "replace")
 
 
 def _event_name(kind: int, value: int) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gunicorn_barrel.bus import channels
+from gunicorn_barrel.config.values import CLUSTER_SCHEME
 
 SPREAD = 16  # shard channels per bus channel on a cluster (about even over 3 to 8 shards)
 
@@ -74,6 +75,5 @@ class ShardedLayout(ChannelLayout):
 
 def for_url(url: str, namespace: str) -> ChannelLayout:
     """The layout a bus at ``url`` uses (sharded on a ``redis+cluster://`` URL)."""
-    from gunicorn_barrel.bus.redis.connection import is_cluster
-
-    return ShardedLayout(namespace) if is_cluster(url) else ChannelLayout(namespace)
+    sharded = url.startswith(CLUSTER_SCHEME + "://")
+    return ShardedLayout(namespace) if sharded else ChannelLayout(namespace)

@@ -20,11 +20,10 @@ import gevent
 import msgpack
 import zmq.green as zmq
 from gevent.event import AsyncResult
-from zmq.utils.monitor import recv_monitor_message
 
 from gunicorn_barrel.bus import channels, wire
 from gunicorn_barrel.bus.api import Bus
-from gunicorn_barrel.runtime import endpoints
+from gunicorn_barrel.runtime import endpoints, zmq_monitor
 from gunicorn_barrel.store.base import (
     Change,
     Store,
@@ -84,7 +83,7 @@ class EmbeddedStore(Store):
         lost = False
         try:
             while True:
-                event = recv_monitor_message(monitor)["event"]
+                event = zmq_monitor.parse(monitor.recv_multipart()).event
                 if event == zmq.EVENT_DISCONNECTED:
                     lost = True
                 elif event == zmq.EVENT_CONNECTED and lost:
