@@ -67,6 +67,12 @@ if MANAGER == "barrel":
 
     hop_handlers.register(sio)
 
+if os.environ.get("BENCH_MEMORY_PROBE"):  # python -m bench.memory_breakdown
+    from bench.peers import memory_probe
+
+    memory_probe.start()
+    sio.on("memory_probe", lambda _sid, action: memory_probe.probe(action))
+
 
 def plain_wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     start_response("200 OK", [("Content-Type", "text/plain")])
