@@ -60,6 +60,38 @@ def test_stale_runtime_dirs_are_removed_and_live_ones_kept(tmp_path: Path) -> No
     assert endpoints.remove_stale_runtime_dirs(str(tmp_path)) == []  # removed and unlocked
 
 
+def test_an_instance_sweeping_while_another_creates_its_dir_leaves_it_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worst moment: another instance starts (and sweeps stale dirs) after
+    # this one made its staging dir and lock file, before it locked it. Seen in
+    # a full run, three instances starting together: FileNotFoundError at the rename.
+    lock = fcntl.flock
+    swept: list[list[str]] = []
+
+    def sweep_then_lock(fd: int, operation: int) -> None:
+        if not swept:  # the first lock taken: this instance's, about to lock its new dir
+            swept.append(endpoints.remove_stale_runtime_dirs(str(tmp_path)))
+        lock(fd, operation)
+
+    monkeypatch.setattr(endpoints.fcntl, "flock", sweep_then_lock)
+    made = endpoints.create_runtime_dir(str(tmp_path))
+    monkeypatch.undo()
+    try:
+        assert swept == [[]]  # the other instance's sweep removed nothing
+        assert endpoints.is_live(made) and sorted(os.listdir(made)) == [endpoints.LOCK_FILE]
+    finally:
+        endpoints.remove_runtime_dir(made)
+
+
+def test_a_staging_dir_abandoned_without_a_lock_file_is_removed_once_old(tmp_path: Path) -> None:
+    fresh, old = tmp_path / ".barrel-new-fresh", tmp_path / ".barrel-new-old"
+    for d in (fresh, old):
+        d.mkdir()
+    os.utime(old, (0, 0))
+    assert endpoints.remove_stale_runtime_dirs(str(tmp_path)) == [str(old)]
+    assert fresh.exists()
+
+
 def test_a_live_instance_whose_pid_looks_dead_keeps_its_dir(tmp_path: Path) -> None:
     """/tmp shared across PID namespaces: the arbiter's pid means nothing here; its lock does."""
     elsewhere = _runtime_dir_of_a_dead_arbiter(tmp_path, f"barrel-{_dead_pid()}-ns")

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from typing import Any
 
 PULL_SOCKET = "pull.sock"
@@ -25,6 +26,7 @@ PREFIX = "barrel-"
 # A directory is made under this name, locked, then renamed to its final
 # name: a directory named PREFIX... always has its lock file.
 _STAGING_PREFIX = ".barrel-new-"
+_STAGING_ABANDONED = 600.0
 
 # runtime dir -> the descriptor of its lock file, held while this process runs the instance
 _locks: dict[str, int] = {}
@@ -39,8 +41,12 @@ def create_runtime_dir(base: str, owner_uid: int | None = None, owner_gid: int |
     """
     remove_stale_runtime_dirs(base)
     staging = tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=base)
-    lock = os.open(os.path.join(staging, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    # The lock file gets its name once locked: another instance sweeping stale
+    # directories meanwhile finds no lock file here, so it leaves this one alone.
+    unnamed = os.path.join(staging, "." + LOCK_FILE)
+    lock = os.open(unnamed, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)
+    os.rename(unnamed, os.path.join(staging, LOCK_FILE))
     suffix = os.path.basename(staging)[len(_STAGING_PREFIX):]
     path = os.path.join(base, f"{PREFIX}{os.getpid()}-{suffix}")
     os.rename(staging, path)
@@ -56,7 +62,9 @@ def remove_stale_runtime_dirs(base: str) -> list[str]:
     """Remove our user's runtime directories whose lock nobody holds.
 
     A directory without a lock file (made by an older gunicorn_barrel) is
-    left alone: nothing tells whether its instance lives.
+    left alone: nothing tells whether its instance lives. A staging directory
+    without one is an instance being created, unless it is older than
+    ``_STAGING_ABANDONED`` seconds (its creator died within those microseconds).
     """
     removed: list[str] = []
     try:
@@ -71,10 +79,20 @@ def remove_stale_runtime_dirs(base: str) -> list[str]:
                 continue
         except OSError:
             continue
-        if _unlocked(entry.path):
+        if _unlocked(entry.path) or _abandoned_staging(entry):
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(entry.path)
     return removed
+
+
+def _abandoned_staging(entry: os.DirEntry[str]) -> bool:
+    """A staging directory whose creator died before it named its lock file."""
+    if not entry.name.startswith(_STAGING_PREFIX) or os.path.exists(os.path.join(entry.path, LOCK_FILE)):
+        return False
+    try:
+        return time.time() - entry.stat().st_mtime > _STAGING_ABANDONED
+    except OSError:
+        return False
 
 
 def is_live(path: str) -> bool:
