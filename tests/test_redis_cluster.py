@@ -11,7 +11,6 @@ of its hash tag, and follows that shard's failover.
 """
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,10 +24,15 @@ from gunicorn_barrel.bus.redis.layout import SPREAD, ChannelLayout, ShardedLayou
 from gunicorn_barrel.config.values import ClusterAddress, cluster_address, redis_url
 from gunicorn_barrel.sio.redis_local_emitter import RedisLocalEmitter
 from tests import cross_instance
-from tests.harness import Client, Gunicorn, gunicorn, spread_clients, wait_for
+from tests.harness import Client, Gunicorn, spread_clients, wait_for
 from tests.redis_cluster import RedisCluster
 from tests.test_redis_bus import _check_stream_through, failover_bus_env, streaming_instances
-from tests.test_store import op, wait_every_watcher_back
+from tests.test_store import (
+    check_watchers_back_after_failover,
+    op,
+    wait_calls_work_after_failover,
+    watching_workers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -122,45 +126,32 @@ def test_the_cross_instance_suite_on_three_instances_over_the_cluster(cluster: R
 
 
 def test_the_store_keeps_its_keys_and_events_on_the_cluster(cluster: RedisCluster) -> None:
-    env = {"BARREL_STORE": cluster.url, "BARREL_STORE_TIMEOUT": "2"}
-    with gunicorn(workers=2, env=env) as srv:
-        clients = spread_clients(srv.url, 2, per_worker=1)
-        try:
-            prefix = "c" + uuid.uuid4().hex[:8] + ":"
-            for c in clients:
-                c.call("store_watch", {"prefix": prefix})
-            op(clients[0], "set", prefix + "a", {"n": 1})
-            assert op(clients[1], "get", prefix + "a") == {"n": 1}
-            assert op(clients[1], "incr", prefix + "count") == 1
-            assert op(clients[0], "compare_and_set", prefix + "a", {"n": 1}, {"n": 2}) is True
-            assert op(clients[0], "scan", prefix) == {prefix + "a": {"n": 2}, prefix + "count": 1}
-            # Every watcher gets every change, in order.
-            expected = [["set", prefix + "a", {"n": 1}], ["set", prefix + "count", 1],
-                        ["set", prefix + "a", {"n": 2}]]
+    with watching_workers(cluster.url) as (clients, prefix):
+        op(clients[0], "set", prefix + "a", {"n": 1})
+        assert op(clients[1], "get", prefix + "a") == {"n": 1}
+        assert op(clients[1], "incr", prefix + "count") == 1
+        assert op(clients[0], "compare_and_set", prefix + "a", {"n": 1}, {"n": 2}) is True
+        assert op(clients[0], "scan", prefix) == {prefix + "a": {"n": 2}, prefix + "count": 1}
+        # Every watcher gets every change, in order.
+        expected = [["set", prefix + "a", {"n": 1}], ["set", prefix + "count", 1],
+                    ["set", prefix + "a", {"n": 2}]]
 
-            def watched(c: Client) -> list[list[object]]:
-                return list(c.call("store_watched", {"prefix": prefix})["changes"])
+        def watched(c: Client) -> list[list[object]]:
+            return list(c.call("store_watched", {"prefix": prefix})["changes"])
 
-            wait_for(lambda: all(len(watched(c)) >= 3 for c in clients), 10, "every change at every watcher")
-            assert all(watched(c) == expected for c in clients), [watched(c) for c in clients]
-            # One slot: the shard of the hash tag holds every key of the store.
-            owner = cluster.owner(key_slot(b"{barrel}"))
-            assert owner.client.exists(f"{{barrel}}:kv:{prefix}a".encode()) == 1
+        wait_for(lambda: all(len(watched(c)) >= 3 for c in clients), 10, "every change at every watcher")
+        assert all(watched(c) == expected for c in clients), [watched(c) for c in clients]
+        # One slot: the shard of the hash tag holds every key of the store.
+        owner = cluster.owner(key_slot(b"{barrel}"))
+        assert owner.client.exists(f"{{barrel}}:kv:{prefix}a".encode()) == 1
 
-            replacement = cluster.fail_over(owner)
-            # A worker's first calls may fail (StoreUnavailable) until its client learned the new layout.
-            for c in clients:
-                wait_for(lambda c=c: "error" not in c.call("store_op", {"op": "get", "args": [prefix + "a"]}),
-                         20, "store calls to work on the promoted replica", interval=0.1)
-            assert op(clients[0], "get", prefix + "a") == {"n": 2}
-            assert op(clients[1], "incr", prefix + "count") == 2
-            assert replacement.client.get(f"{{barrel}}:kv:{prefix}count".encode()) == b"2"
-            wait_every_watcher_back(clients, prefix, 20, "watchers to get changes from the new master")
-            for c in clients:
-                assert op(c, "counters")["store_watch_reconnects"] >= 1
-        finally:
-            for c in clients:
-                c.close()
+        replacement = cluster.fail_over(owner)
+        # A worker's first calls may fail until its client learned the new layout.
+        wait_calls_work_after_failover(clients, prefix + "a")
+        assert op(clients[0], "get", prefix + "a") == {"n": 2}
+        assert op(clients[1], "incr", prefix + "count") == 2
+        assert replacement.client.get(f"{{barrel}}:kv:{prefix}count".encode()) == b"2"
+        check_watchers_back_after_failover(clients, prefix)
 
 
 def _fail_over_the_senders_shard(group: RedisCluster) -> Callable[[Client], None]:

@@ -7,7 +7,6 @@ bus's replay recovers what was published meanwhile.
 """
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +15,15 @@ import pytest
 from gunicorn_barrel.config import values
 from gunicorn_barrel.config.values import SentinelAddress, sentinel_address
 from tests import cross_instance
-from tests.harness import gunicorn, spread_clients, wait_for
+from tests.harness import wait_for
 from tests.redis_sentinel import SentinelGroup
 from tests.test_redis_bus import _check_stream_through, failover_bus_env, streaming_instances
-from tests.test_store import op, wait_every_watcher_back
+from tests.test_store import (
+    check_watchers_back_after_failover,
+    op,
+    wait_calls_work_after_failover,
+    watching_workers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -75,27 +79,13 @@ def _replicated(group: SentinelGroup) -> bool:
 
 
 def test_the_store_follows_the_promoted_master(sentinels: SentinelGroup) -> None:
-    env = {"BARREL_STORE": sentinels.url, "BARREL_STORE_TIMEOUT": "2"}
-    with gunicorn(workers=2, env=env) as srv:
-        clients = spread_clients(srv.url, 2, per_worker=1)
-        try:
-            prefix = "f" + uuid.uuid4().hex[:8] + ":"
-            for c in clients:
-                c.call("store_watch", {"prefix": prefix})
-            op(clients[0], "set", prefix + "before", {"n": 1})
-            assert op(clients[1], "incr", prefix + "count") == 1
-            wait_for(lambda: _replicated(sentinels), 10, "the replica to have the writes")
+    with watching_workers(sentinels.url) as (clients, prefix):
+        op(clients[0], "set", prefix + "before", {"n": 1})
+        assert op(clients[1], "incr", prefix + "count") == 1
+        wait_for(lambda: _replicated(sentinels), 10, "the replica to have the writes")
 
-            sentinels.fail_over()
-            # The first calls may fail (StoreUnavailable) while connections move over.
-            wait_for(lambda: "error" not in clients[0].call("store_op", {"op": "get",
-                                                                         "args": [prefix + "before"]}),
-                     20, "store calls to work on the promoted replica", interval=0.1)
-            assert op(clients[0], "get", prefix + "before") == {"n": 1}  # replicated: kept
-            assert op(clients[1], "incr", prefix + "count") == 2
-            wait_every_watcher_back(clients, prefix, 20, "watchers to get changes from the new master")
-            for c in clients:
-                assert op(c, "counters")["store_watch_reconnects"] >= 1
-        finally:
-            for c in clients:
-                c.close()
+        sentinels.fail_over()
+        wait_calls_work_after_failover(clients, prefix + "before")
+        assert op(clients[0], "get", prefix + "before") == {"n": 1}  # replicated: kept
+        assert op(clients[1], "incr", prefix + "count") == 2
+        check_watchers_back_after_failover(clients, prefix)

@@ -10,6 +10,7 @@ import signal
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -34,6 +35,22 @@ def op(client: Client, name: str, *args: Any) -> Any:
     return reply["result"]
 
 
+@contextmanager
+def watching_workers(store_url: str) -> Iterator[tuple[list[Client], str]]:
+    """gunicorn -w 2 on the store at ``store_url`` (2 s timeout): a client on each worker, each
+    worker watching a fresh prefix. Yields the clients and the prefix."""
+    with gunicorn(workers=2, env={"BARREL_STORE": store_url, "BARREL_STORE_TIMEOUT": "2"}) as srv:
+        clients = spread_clients(srv.url, 2, per_worker=1)
+        try:
+            prefix = "w" + uuid.uuid4().hex[:8] + ":"
+            for c in clients:
+                c.call("store_watch", {"prefix": prefix})
+            yield clients, prefix
+        finally:
+            for c in clients:
+                c.close()
+
+
 def wait_every_watcher_back(clients: list[Client], prefix: str, timeout: float, what: str) -> None:
     """Write ``prefix + "after"`` again and again until every client's watcher of ``prefix`` got
     one of those changes (after an outage: the changes made while it was away are lost)."""
@@ -45,6 +62,20 @@ def wait_every_watcher_back(clients: list[Client], prefix: str, timeout: float, 
                        ["changes"]) for c in clients)
 
     wait_for(every_watcher_back, timeout, what, interval=0.1)
+
+
+def wait_calls_work_after_failover(clients: list[Client], key: str) -> None:
+    """Until a get of ``key`` works from every client's worker: the first calls after a
+    failover may fail (StoreUnavailable) while connections move over."""
+    for c in clients:
+        wait_for(lambda c=c: "error" not in c.call("store_op", {"op": "get", "args": [key]}), 20,
+                 "store calls to work on the promoted replica", interval=0.1)
+
+
+def check_watchers_back_after_failover(clients: list[Client], prefix: str) -> None:
+    wait_every_watcher_back(clients, prefix, 20, "watchers to get changes from the new master")
+    for c in clients:
+        assert op(c, "counters")["store_watch_reconnects"] >= 1
 
 
 def in_parallel(clients: list[Client], event: str, data: dict[str, Any]) -> list[Any]:
