@@ -273,6 +273,8 @@ class Client:
         self.sio.on("args", self._record_args)
         self.sio.on("question", self._answer)
         self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.disconnects: list[str] = []  # why, each time (a test that waits in vain says so)
         self.sio.connect(url, transports=transports or ["websocket"], socketio_path=path, wait_timeout=10)
         self._identify()
 
@@ -294,6 +296,16 @@ class Client:
 
     def _on_connect(self) -> None:
         self.connects = getattr(self, "connects", 0) + 1
+
+    def _on_disconnect(self, reason: Any = None) -> None:
+        with self.lock:
+            self.disconnects.append(f"{time.strftime('%H:%M:%S')} {reason}")
+
+    def state(self) -> str:
+        """Who this client is and what happened to its connection, for assertion messages."""
+        return (f"client sid={self.sid} pid={self.pid} connected={self.sio.connected} "
+                f"transport={self.sio.transport()} connects={getattr(self, 'connects', 0)} "
+                f"disconnects={self.disconnects}")
 
     def _identify(self) -> None:
         me = self.sio.call("whoami", None, timeout=10)

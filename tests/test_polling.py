@@ -56,9 +56,20 @@ def poll_url(sid: str, path: str = "/socket.io/") -> str:
     return f"{path}?EIO=4&transport=polling&sid={sid}"
 
 
+# Keep-alive above the clients' own delays. python-engineio's client sends its
+# next poll on the connection it pooled; 200 client threads on these 2 cores
+# can take over gunicorn's default 2 s to send it, and a server closing the
+# idle connection just as the poll goes out aborts it ("Remote end closed
+# connection without response"): the client drops its session and misses
+# what is broadcast until it has reconnected. Seen 2 times in 8 runs of this
+# module with a busy machine, 0 in 8 with 30 s (README: "Long-polling clients
+# and keep-alive").
+KEEPALIVE = ("--keep-alive", "30")
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[Gunicorn]:
-    with gunicorn(workers=WORKERS) as srv:
+    with gunicorn(workers=WORKERS, extra_args=KEEPALIVE) as srv:
         yield srv
 
 
@@ -98,7 +109,9 @@ def test_broadcast_reaches_all_exactly_once(many: list[Client]) -> None:
     fence = uuid.uuid4().hex
     many[-1].call("broadcast", {"token": fence})
     for c in many:
-        wait_for(lambda c=c: {"token": fence} in c.got("news"), 30, "fence broadcast everywhere")
+        wait_for(lambda c=c: {"token": fence} in c.got("news"), 30,
+                 f"fence broadcast everywhere (at {c.state()}; "
+                 f"{sum(1 for o in many if {'token': fence} not in o.got('news'))} clients without it)")
         assert c.got("news").count({"token": token}) == 1
 
 
