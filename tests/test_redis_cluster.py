@@ -15,16 +15,20 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import gevent
 import pytest
 from redis.cluster import RedisCluster as RedisClusterClient
 from redis.crc import key_slot
 
 from gunicorn_barrel.bus import channels, wire
+from gunicorn_barrel.bus.redis.client import RedisBusClient
 from gunicorn_barrel.bus.redis.layout import SPREAD, ChannelLayout, ShardedLayout
 from gunicorn_barrel.config.values import ClusterAddress, cluster_address, redis_url
 from gunicorn_barrel.sio.redis_local_emitter import RedisLocalEmitter
+from gunicorn_barrel.store.base import StoreUnavailable
+from gunicorn_barrel.store.redis_backend import RedisStore
 from tests import cross_instance
-from tests.harness import Client, Gunicorn, spread_clients, wait_for
+from tests.harness import Client, Gunicorn, free_port, spread_clients, wait_for
 from tests.redis_cluster import RedisCluster
 from tests.test_redis_bus import _check_stream_through, failover_bus_env, streaming_instances
 from tests.test_store import (
@@ -212,3 +216,29 @@ def test_a_side_process_emitter_spublishes_on_its_shard_channel_and_answers_nack
         pubsub.close()
         reader.close()
         group.stop()
+
+
+def test_an_unreachable_cluster_is_a_failure_to_retry_not_a_crash() -> None:
+    # redis-py's cluster client raises RedisClusterException (not a RedisError)
+    # when no node answers: the store says StoreUnavailable, and the bus's
+    # sender, listener and a side process's emitter keep trying.
+    url = f"redis+cluster://:secret@127.0.0.1:{free_port()}"
+    store = RedisStore(url, timeout=0.5, max_value=1024)
+    try:
+        with pytest.raises(StoreUnavailable, match="cannot reach the Redis Cluster"):
+            store.get("k")
+    finally:
+        store.close()
+    bus = RedisBusClient(url, 4096)
+    emitter = RedisLocalEmitter(url, "side", 4096)
+    try:
+        bus.publish("sio:x", {"n": 1})
+        wait_for(lambda: gevent.sleep(0.05) or bus.counters["bus_publish_failures"] >= 2, 10,
+                 "the sender to fail twice and go on")
+        assert all(not g.dead for g in bus._greenlets), bus._greenlets
+        assert not bus.live.is_set() and bus.sender.queue
+        emitter.emit("news", {"n": 1})
+        assert not emitter.flush(1.0) and emitter._thread.is_alive()
+    finally:
+        bus.close()
+        emitter.close(0)

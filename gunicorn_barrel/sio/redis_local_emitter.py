@@ -29,7 +29,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from gunicorn_barrel.bus import channels, wire
@@ -144,7 +143,7 @@ class RedisLocalEmitter(EmitterBase):
                             self._out.ticks(now)
                     self._publish(client)
                     backoff = _BACKOFF_FIRST
-                except (RedisError, OSError) as exc:
+                except connection.FAILURES as exc:
                     if backoff == _BACKOFF_FIRST:
                         log.warning("emitter: Redis at %s: %s; trying again", safe_url(self.url), exc)
                     _close(pubsub)
@@ -201,5 +200,5 @@ def _close(pubsub: Any) -> None:
     if pubsub is not None:
         try:
             pubsub.close()
-        except (RedisError, OSError):
+        except connection.FAILURES:
             pass

@@ -26,7 +26,7 @@ import redis
 from gevent.event import Event
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -249,6 +249,8 @@ class RedisStore(Store):
             raise StoreUnavailable(f"cannot reach Redis at {self.url} for {op}: {exc}") from None
         except RedisError as exc:
             raise StoreError(f"Redis at {self.url} refused {op}: {exc}") from None
+        except RedisClusterException as exc:  # no node answers, or a slot without a master
+            raise StoreUnavailable(f"cannot reach the Redis Cluster at {self.url} for {op}: {exc}") from None
 
     def get(self, key: str, default: Any = None) -> Any:
         name = _storage_key(self.key_prefix, key)
@@ -360,7 +362,7 @@ class RedisStore(Store):
         while not self._closed:
             try:
                 self._subscribe_once(was_live)
-            except (RedisError, OSError) as exc:
+            except connection.FAILURES as exc:
                 if self._live.is_set():
                     log.warning("store: lost the change subscription to Redis at %s (%s); reconnecting. "
                                 "Changes published until it is back are not delivered here.", self.url, exc)

@@ -40,7 +40,6 @@ import gevent
 import gevent.lock
 from gevent.event import Event
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from gunicorn_barrel.bus import channels, wire
@@ -160,7 +159,7 @@ class RedisBusClient:
         while not self._closed:
             try:
                 self._listen_once(was_live, failing)
-            except (RedisError, OSError) as exc:
+            except connection.FAILURES as exc:
                 if self.live.is_set():
                     log.warning("bus: lost the subscription to Redis at %s (%s); reconnecting. "
                                 "Frames published until it is back are lost here (counted "

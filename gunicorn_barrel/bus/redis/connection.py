@@ -23,12 +23,17 @@ from typing import Any
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from gunicorn_barrel.config.values import CLUSTER_SCHEME, SENTINEL_SCHEME, cluster_address, sentinel_address
 
 # A client of one server (or master) or of a cluster: the commands the bus and the store use.
 AnyClient = redis.Redis | RedisCluster
+
+# What a failing Redis raises. redis-py's cluster client raises RedisClusterException,
+# which is not a RedisError, when no node named answers or a slot has no master.
+FAILURES: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException, OSError)
 
 
 class _SentinelBlockingPool(SentinelConnectionPool, redis.BlockingConnectionPool):  # type: ignore[misc]
@@ -104,5 +109,5 @@ def close(client: AnyClient) -> None:
         client.close()
         if isinstance(client, redis.Redis):
             client.connection_pool.disconnect()
-    except (redis.RedisError, OSError):
+    except FAILURES:
         pass

@@ -18,7 +18,6 @@ from collections.abc import Callable
 
 import gevent
 from gevent.event import Event
-from redis.exceptions import RedisError
 
 from gunicorn_barrel.bus.redis import connection
 from gunicorn_barrel.bus.redis.connection import AnyClient
@@ -65,7 +64,7 @@ class RedisSender(RedisOutbox):
             batch = self.take_batch()
             try:
                 self._publish(batch)
-            except (RedisError, OSError) as exc:
+            except connection.FAILURES as exc:
                 self.counters["bus_publish_failures"] += 1
                 if not failing:
                     log.warning("bus: cannot publish to Redis at %s (%s); %s frames kept, "
