@@ -64,7 +64,7 @@ def store_backend(raw: object) -> str:
     value = str(raw).strip()
     if value in ("embedded", "none") or value.startswith(("redis://", "rediss://", "unix://")):
         return value
-    if value.startswith((SENTINEL_SCHEME + "://", CLUSTER_SCHEME + "://")):
+    if is_sentinel(value) or is_cluster(value):
         return redis_url(value)
     raise ValueError(f"expected 'embedded', 'none' or a redis:// URL, got {raw!r}")
 
@@ -72,6 +72,16 @@ def store_backend(raw: object) -> str:
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_SCHEME = "redis+sentinel"
 CLUSTER_SCHEME = "redis+cluster"
+
+
+def is_sentinel(url: str) -> bool:
+    """Whether ``url`` names a master through Sentinel (``redis+sentinel://``)."""
+    return url.startswith(SENTINEL_SCHEME + "://")
+
+
+def is_cluster(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster (``redis+cluster://``)."""
+    return url.startswith(CLUSTER_SCHEME + "://")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,10 +158,10 @@ def _hosts(netloc: str, shown: str, example: str
 
 def redis_url(value: str) -> str:
     """``value`` if it is a usable Redis URL (checked without connecting), else ValueError."""
-    if value.startswith(SENTINEL_SCHEME + "://"):
+    if is_sentinel(value):
         sentinel_address(value)
         return value
-    if value.startswith(CLUSTER_SCHEME + "://"):
+    if is_cluster(value):
         cluster_address(value)
         return value
     try:

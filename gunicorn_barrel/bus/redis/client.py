@@ -83,7 +83,6 @@ class RedisBusClient:
         self._closed = False
         self._subscribed: set[str] = set()  # a cluster subscription's channels
         self._resubscribing = False  # a cluster subscription ended to add channels
-        self._listener = gevent.getcurrent()  # replaced below
         self._url = url
         self._options: dict[str, Any] = {
             "socket_timeout": _IO_TIMEOUT,

@@ -26,7 +26,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from gunicorn_barrel.config.values import CLUSTER_SCHEME, SENTINEL_SCHEME, cluster_address, sentinel_address
+from gunicorn_barrel.config.values import cluster_address, is_cluster, is_sentinel, sentinel_address
 
 # A client of one server (or master) or of a cluster: the commands the bus and the store use.
 AnyClient = redis.Redis | RedisCluster
@@ -38,14 +38,6 @@ FAILURES: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException
 
 class _SentinelBlockingPool(SentinelConnectionPool, redis.BlockingConnectionPool):  # type: ignore[misc]
     """Sentinel's pool that waits ``timeout`` s for a free connection, as BlockingConnectionPool."""
-
-
-def is_sentinel(url: str) -> bool:
-    return url.startswith(SENTINEL_SCHEME + "://")
-
-
-def is_cluster(url: str) -> bool:
-    return url.startswith(CLUSTER_SCHEME + "://")
 
 
 def pool(url: str, max_connections: int | None, wait_for_free: float | None = None,

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gunicorn_barrel.bus import channels
-from gunicorn_barrel.config.values import CLUSTER_SCHEME
+from gunicorn_barrel.config.values import is_cluster
 
 SPREAD = 16  # shard channels per bus channel on a cluster (about even over 3 to 8 shards)
 
@@ -75,5 +75,4 @@ class ShardedLayout(ChannelLayout):
 
 def for_url(url: str, namespace: str) -> ChannelLayout:
     """The layout a bus at ``url`` uses (sharded on a ``redis+cluster://`` URL)."""
-    sharded = url.startswith(CLUSTER_SCHEME + "://")
-    return ShardedLayout(namespace) if sharded else ChannelLayout(namespace)
+    return ShardedLayout(namespace) if is_cluster(url) else ChannelLayout(namespace)
