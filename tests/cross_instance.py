@@ -93,7 +93,7 @@ def check_rooms(groups: Sequence[Sequence[Client]]) -> None:
         token = uuid.uuid4().hex
         assert group[-1].call("room_emit", {"room": room, "payload": {"token": token}}) == "ok"
         tokens.append((group[-1], token))
-    _markers_everywhere(everyone, [sender for sender, _ in tokens])
+    markers_everywhere(everyone, [sender for sender, _ in tokens])
     for client in everyone:
         counts = [_count(client, "room_news", "token", token) for _, token in tokens]
         assert counts == ([1] * len(tokens) if client in members else [0] * len(tokens)), client.pid
@@ -102,12 +102,12 @@ def check_rooms(groups: Sequence[Sequence[Client]]) -> None:
     assert admin.call("take_from_room", {"sid": leaver.sid, "room": room}) == "ok"
     after = uuid.uuid4().hex
     assert admin.call("room_emit", {"room": room, "payload": {"token": after}}) == "ok"
-    _markers_everywhere(everyone, [admin])
+    markers_everywhere(everyone, [admin])
     for member in members:
         assert _count(member, "room_news", "token", after) == (0 if member is leaver else 1), member.pid
 
 
-def _markers_everywhere(everyone: Sequence[Client], senders: Sequence[Client]) -> None:
+def markers_everywhere(everyone: Sequence[Client], senders: Sequence[Client]) -> None:
     """Each sender broadcasts a marker; return once every client has every marker."""
     markers = []
     for sender in senders:
@@ -144,7 +144,41 @@ def check_remote_disconnect(groups: Sequence[Sequence[Client]]) -> None:
     wait_for(gone.is_set, TIMEOUT, "the kicked client's disconnect")
     survivors = [c for c in everyone if c is not victim]
     assert all(c.sio.connected for c in survivors)
-    _markers_everywhere(survivors, [groups[0][0]])
+    markers_everywhere(survivors, [groups[0][0]])
+
+
+def check_cluster_api(groups: Sequence[Sequence[Client]]) -> None:
+    """gunicorn_barrel.cluster from one instance sees and acts on the sockets of all of them."""
+    everyone = _flat(groups)
+    workers = len({(c.pid, id(group)) for group in groups for c in group})
+    one_per_worker = [c for group in groups for c in {c.pid: c for c in group}.values()]
+    for client in one_per_worker:
+        wait_for(lambda c=client: cluster_call(c, "server_count")["value"] == workers, TIMEOUT,
+                 f"worker {client.pid} knowing all {workers} workers")
+    first, last = groups[0][0], groups[-1][-1]
+    for asker in (first, last):
+        fetched = cluster_call(asker, "fetch_sockets")
+        assert (fetched["answered"], fetched["missing"]) == (workers - 1, 0), fetched
+        assert {s["sid"]: s["pid"] for s in fetched["value"]} == {c.sid: c.pid for c in everyone}
+        instances = {s["instance"] for s in fetched["value"]}
+        assert len(instances) == len(groups)
+    room = "cl-" + uuid.uuid4().hex[:8]
+    joined = cluster_call(first, "sockets_join", room, room=last.sid)  # a sid is a room
+    assert (joined["value"], joined["missing"]) == (1, 0)
+    assert room in cluster_call(groups[len(groups) // 2][0], "rooms_of", last.sid)["value"]
+    counts = dict(map(tuple, cluster_call(last, "room_counts")["value"]))
+    assert counts[room] == 1
+    assert cluster_call(last, "sockets_leave", room)["value"] == len(everyone)
+    tag = uuid.uuid4().hex
+    answers = cluster_call(last, "server_side_call", "whoami", tag)
+    assert (answers["answered"], answers["missing"]) == (workers - 1, 0)
+    assert len({(a["instance"], a["pid"]) for a in answers["value"]}) == workers - 1
+    assert {a["tag"] for a in answers["value"]} == {tag}
+
+
+def cluster_call(client: Client, call: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """A call of gunicorn_barrel.cluster made in ``client``'s worker (tests/apps/sio_app.py)."""
+    return dict(client.call("cluster", {"call": call, "args": list(args), "kwargs": kwargs}))
 
 
 def check_events(groups: Sequence[Sequence[Client]]) -> None:
@@ -169,6 +203,7 @@ def check_all(servers: Sequence[Gunicorn]) -> None:
         check_rooms(groups)
         check_direct_and_call(groups)
         check_events(groups)
+        check_cluster_api(groups)
         check_remote_disconnect(groups)
     finally:
         close_all(groups)

@@ -261,7 +261,8 @@ def gunicorn(**kwargs: Any) -> Iterator[Gunicorn]:
 class Client:
     """A python-socketio client that records what it receives."""
 
-    def __init__(self, url: str, transports: list[str] | None = None, path: str = "socket.io") -> None:
+    def __init__(self, url: str, transports: list[str] | None = None, path: str = "socket.io",
+                 auth: Any = None) -> None:
         self.sio = socketio.Client(reconnection_delay=0.1, reconnection_delay_max=0.5)
         self.received: dict[str, list[Any]] = defaultdict(list)
         self.lock = threading.Lock()
@@ -275,7 +276,8 @@ class Client:
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.disconnects: list[str] = []  # why, each time (a test that waits in vain says so)
-        self.sio.connect(url, transports=transports or ["websocket"], socketio_path=path, wait_timeout=10)
+        self.sio.connect(url, transports=transports or ["websocket"], socketio_path=path, wait_timeout=10,
+                         auth=auth)
         self._identify()
 
     def _record_args(self, *args: Any) -> None:

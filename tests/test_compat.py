@@ -30,7 +30,7 @@ from packaging.requirements import Requirement
 from socketio import base_manager as socketio_base_manager
 from socketio import base_server as socketio_base_server
 
-from gunicorn_barrel.compat import apply, socketio_api, versions
+from gunicorn_barrel.compat import apply, socketio_api, socketio_connect, versions
 from gunicorn_barrel.compat.versions import IncompatibleLibrary, installed_version
 from tests.harness import REPO, Gunicorn
 
@@ -48,6 +48,8 @@ TARGETS: list[tuple[str, Any, str, tuple[str, ...]]] = [
     *[(SOCKETIO, socketio.PubSubManager, name, params)
       for name, params in socketio_api.MANAGER_METHODS.items()],
     (SOCKETIO, socketio.Server, "_send_eio_packet", ("self", "eio_sid", "eio_pkt")),
+    (SOCKETIO, socketio.Server, "_handle_connect", socketio_connect.PARAMETERS),
+    *[(SOCKETIO, socketio.Server, name, params) for name, params in socketio_api.SERVER_METHODS.items()],
     (GUNICORN, GeventWorker, "handle", ("self", "listener", "client", "addr")),
     (GUNICORN, GeventWorker, "handle_request", ("self", "listener_name", "req", "sock", "addr")),
     (GUNICORN, GeventWorker, "handle_error", ("self", "req", "client", "addr", "exc")),

@@ -196,7 +196,7 @@ def test_star_around_a_hub_with_an_emitter(pairs: Path, running: list[Any], stac
     try:
         for group in groups:  # a room with one client of each instance
             group[0].call("put_in_room", {"sid": group[0].sid, "room": "ops"})
-        cross_instance._markers_everywhere(cross_instance._flat(groups), [g[0] for g in groups])
+        cross_instance.markers_everywhere(cross_instance._flat(groups), [g[0] for g in groups])
         # A cron job emits through the hub: a broadcast and a room emit, each once everywhere.
         with Emitter(hub_endpoint, keys=str(keys / "cron"), peer="hub") as emitter:
             emitter.emit("news", {"token": "from-cron"})
@@ -215,7 +215,7 @@ def test_star_around_a_hub_with_an_emitter(pairs: Path, running: list[Any], stac
         refused.emit("news", {"token": "rogue"})
         assert refused.close(timeout=2) is False
         wait_for(lambda: "federation: refused a peer" in hub.log(), 10, "the refusal in the hub's log")
-        cross_instance._markers_everywhere(everyone, [groups[0][0]])
+        cross_instance.markers_everywhere(everyone, [groups[0][0]])
         assert not any(cross_instance._count(c, "news", "token", "rogue") for c in everyone)
     finally:
         cross_instance.close_all(groups)

@@ -93,6 +93,7 @@ class BusPort:
         self._closed = False
         self._subscriptions: list[tuple[str, Handler]] = []
         self._on_connect: list[Callable[[Bus], None]] = []
+        self._on_closing: list[Callable[[], None]] = []
 
     def subscribe(self, channel: str, handler: Handler) -> None:
         """Call ``handler(frame)`` for each frame of ``channel``, from the moment the bus connects."""
@@ -108,6 +109,10 @@ class BusPort:
         self._on_connect.append(callback)
         if self._bus is not None:
             callback(self._bus)
+
+    def when_closing(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` when this process's bus is about to close (it can still publish)."""
+        self._on_closing.append(callback)
 
     def publish(self, channel: str, payload: Mapping[str, Any]) -> None:
         """``Bus.publish`` on the connected bus; BusNotConnected before it connects."""
@@ -139,6 +144,12 @@ class BusPort:
 
     def close(self) -> None:
         """Close the bus client (the worker is exiting); publishing raises BusClosed from now on."""
+        closing, self._on_closing = self._on_closing, []
+        for callback in closing:
+            try:
+                callback()
+            except Exception:
+                log.exception("barrel bus: a closing callback failed")
         bus, self._bus = self._bus, None
         self._closed = True
         if bus is not None:
@@ -149,6 +160,7 @@ class BusPort:
         # greenlets, origin); registrations are inherited on purpose.
         self._bus = None
         self._closed = False
+        self._on_closing = []  # registered by the parent's connected client's users
 
 
 port = BusPort()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 SIO_PREFIX = "sio:"
 SIO_WORKER_PREFIX = "sio@"
@@ -177,6 +177,58 @@ class EventMessage(TypedDict):
 
 def event_message(data: Any) -> EventMessage:
     return {"data": data}
+
+
+# -- the cluster's messages (gunicorn_barrel.cluster), on the socket.io channels ----------
+
+PRESENCE_METHODS = frozenset({"hello", "heartbeat", "bye"})
+CLUSTER_METHODS = PRESENCE_METHODS | {"request", "response"}
+
+
+class PresenceMessage(TypedDict):
+    """A manager saying it is there (``hello`` when it starts, then ``heartbeat``) or leaving."""
+
+    method: Literal["hello", "heartbeat", "bye"]
+    host_id: str
+
+
+class RequestMessage(TypedDict):
+    """A question to every other manager; each answers with ResponseMessages to ``host_id``."""
+
+    method: Literal["request"]
+    host_id: str
+    id: str
+    kind: str
+    namespace: str
+    params: dict[str, Any]
+
+
+class ResponseMessage(TypedDict):
+    """Part of one manager's answer (``more``: parts follow) to the request ``id`` of ``to``."""
+
+    method: Literal["response"]
+    host_id: str
+    to: str
+    id: str
+    values: list[Any]
+    more: bool
+    error: NotRequired[str]  # the answering worker failed: no values, counted as missing
+
+
+def presence_message(method: Literal["hello", "heartbeat", "bye"], host: str) -> PresenceMessage:
+    return {"method": method, "host_id": host}
+
+
+def request_message(host: str, request_id: str, kind: str, namespace: str,
+                    params: dict[str, Any]) -> RequestMessage:
+    return {"method": "request", "host_id": host, "id": request_id, "kind": kind,
+            "namespace": namespace, "params": params}
+
+
+def response_message(host: str, to: str, request_id: str, values: list[Any],
+                     more: bool) -> ResponseMessage:
+    return {"method": "response", "host_id": host, "to": to, "id": request_id,
+            "values": values, "more": more}
 
 
 # -- the bus's own messages ------------------------------------------------------------

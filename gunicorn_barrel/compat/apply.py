@@ -28,7 +28,9 @@ Patches, in this order:
      outermost so that a packet for a client at its limit or being cut
      never reaches the direct write;
   6. ``engineio.payload.Payload.max_decode_packets``: no cap of 16 packets
-     per polling POST, bytes still bounded (``engineio_payload``).
+     per polling POST, bytes still bounded (``engineio_payload``);
+  7. ``socketio.Server._handle_connect``: the auth of each CONNECT packet
+     kept for the cluster API (``socketio_connect``).
 
 Applying again (tests; a worker after an arbiter that prepared --preload)
 rebuilds each wrapper from engine.io's original: wrappers never stack.
@@ -47,6 +49,7 @@ from gunicorn_barrel.compat import (
     engineio_sessions,
     gunicorn_api,
     socketio_api,
+    socketio_connect,
     versions,
     websocket_driver,
 )
@@ -62,6 +65,7 @@ CHECKS: tuple[Callable[[], None], ...] = (
     engineio_backpressure.check,
     engineio_payload.check,
     socketio_api.check,
+    socketio_connect.check,
 )
 
 
@@ -97,6 +101,7 @@ def apply_patches(options: PatchOptions) -> list[str]:
     """Check, then patch this process (see the module docstring); returns warnings to log."""
     from engineio.base_server import BaseServer
     from engineio.socket import Socket
+    from socketio import Server
 
     notes = check_all()  # nothing is patched unless every check passed
     # 1. the WebSocket driver
@@ -116,6 +121,9 @@ def apply_patches(options: PatchOptions) -> list[str]:
         options.deliveries)
     # 6. any number of packets per polling POST
     engineio_payload.install()
+    # 7. CONNECT packets' auth
+    Server._handle_connect = socketio_connect.recording_connect(  # type: ignore[method-assign]
+        _original(Server, "_handle_connect"))
     return notes
 
 

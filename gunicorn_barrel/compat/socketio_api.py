@@ -25,6 +25,11 @@ MANAGER_METHODS: dict[str, tuple[str, ...]] = {
     "get_participants": ("self", "namespace", "room"),
     "basic_enter_room": ("self", "sid", "namespace", "room", "eio_sid"),
     "basic_disconnect": ("self", "sid", "namespace"),
+    # the cluster API's answers (sio.local_answers) and the CONNECT patch
+    "basic_leave_room": ("self", "sid", "namespace", "room"),
+    "get_rooms": ("self", "sid", "namespace"),
+    "is_connected": ("self", "sid", "namespace"),
+    "sid_from_eio_sid": ("self", "eio_sid", "namespace"),
     "_generate_ack_id": ("self", "sid", "callback"),
     "_get_logger": ("self",),
     "_handle_callback": ("self", "message"),
@@ -35,6 +40,11 @@ MANAGER_METHODS: dict[str, tuple[str, ...]] = {
     "_handle_close_room": ("self", "message"),
 }
 MANAGER_ATTRIBUTES = ("rooms", "server", "host_id", "write_only", "channel")
+# what the cluster API's answers call on the server (and on its engine.io server)
+SERVER_METHODS: dict[str, tuple[str, ...]] = {
+    "get_session": ("self", "sid", "namespace"),
+    "disconnect": ("self", "sid", "namespace", "ignore_queue"),
+}
 
 
 def check() -> None:
@@ -53,5 +63,8 @@ def check() -> None:
     # Explicit loggers: the default ones would be configured as a side effect.
     quiet = logging.getLogger("gunicorn_barrel.compat")
     server = socketio.Server(async_mode="gevent", logger=quiet, engineio_logger=quiet, monitor_clients=False)
-    shapes.has_attributes(SOCKETIO, server, ("packet_class", "eio", "manager"), "a new socketio.Server")
+    shapes.has_attributes(SOCKETIO, server, ("packet_class", "eio", "manager", "environ"),
+                          "a new socketio.Server")
+    for name, params in SERVER_METHODS.items():
+        shapes.accepts(SOCKETIO, socketio.Server, name, f"socketio.Server.{name}", params)
     shapes.attribute(SOCKETIO, packet, "EVENT", "socketio.packet.EVENT")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 import uuid
 import weakref
 from collections.abc import Mapping
@@ -28,6 +29,8 @@ from gunicorn_barrel.bus import channels
 from gunicorn_barrel.bus.wire import Frame
 from gunicorn_barrel.metrics import catalog, recorder
 from gunicorn_barrel.runtime import sids
+from gunicorn_barrel.sio import local_answers
+from gunicorn_barrel.sio.cluster_node import ClusterNode
 
 _LOCAL_HANDLERS = {
     "emit": "_deliver",
@@ -107,6 +110,10 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
         self.bus_channel = channels.sio_channel(channel)
         self._channel_name = channel
         self._attached_pid: int | None = None
+        # The cluster API's part in this manager (gunicorn_barrel.cluster), and the
+        # auth and time of each connection's CONNECT packet, which fetch_sockets reports.
+        self.node = ClusterNode(self)
+        self.handshakes: dict[tuple[str, str], local_answers.Handshake] = {}
         _instances.add(self)
 
     def initialize(self) -> None:
@@ -122,6 +129,7 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
             bus.subscribe(self.bus_channel, self._on_frame)
             bus.subscribe(self._own_channel(), self._on_frame)
             self._attached_pid = os.getpid()
+            self.node.start()
         return bus
 
     def emit(
@@ -173,8 +181,16 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
         if room is None:
             _connects.value += 1
 
+    def remember_connect(self, eio_sid: str, namespace: str, auth: Any) -> None:
+        """Keep what a CONNECT packet carried (compat.socketio_connect calls it before python-socketio
+        handles the packet)."""
+        self.handshakes[(eio_sid, namespace)] = (auth, int(time.time() * 1000))
+
     def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
-        connected = sid in self.rooms.get(namespace, {}).get(None, ())
+        members = self.rooms.get(namespace, {}).get(None, {})
+        connected = sid in members
+        if connected:
+            self.handshakes.pop((members[sid], namespace), None)
         super().basic_disconnect(sid, namespace, **kwargs)
         if connected:
             _disconnects.value += 1
@@ -234,8 +250,8 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
     def _channel_for(self, message: Mapping[str, Any]) -> str:
         """The channel of a message: the one worker's it concerns, if there is one, else everyone's."""
         method = message.get("method")
-        if method == "callback":  # to the worker waiting for the ack, on any instance
-            worker = channels.worker_of_host(message.get("host_id"))
+        if method in ("callback", "response"):  # to the worker waiting for it, on any instance
+            worker = channels.worker_of_host(message.get("to" if method == "response" else "host_id"))
             return self.bus_channel if worker is None else self._worker_channel(worker)
         target = None
         if method in ("disconnect", "enter_room", "leave_room"):
@@ -261,6 +277,9 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
             return
         if mine:
             return  # already handled locally when it was sent
+        if method in channels.CLUSTER_METHODS:
+            self.node.on_message(message)
+            return
         handler_name = _LOCAL_HANDLERS.get(method) if isinstance(method, str) else None
         if handler_name is None:
             self._get_logger().warning("barrel: unknown bus method %r ignored", method)

@@ -286,3 +286,68 @@ def emit_burst(sid, count):
     for n in range(count):
         sio.emit("news", {"burst": n})
     return "ok"
+
+
+# -- the cluster API (gunicorn_barrel.cluster), each call made in the worker holding the client --
+
+_server_events = []
+
+
+def _cluster():
+    from gunicorn_barrel.cluster import Cluster
+
+    return Cluster(sio)
+
+
+def _reply(reply):
+    return {"value": reply.value, "answered": reply.answered, "missing": reply.missing,
+            "errors": list(reply.errors), "pid": os.getpid()}
+
+
+if not os.environ.get("TEST_PLAIN_SOCKETIO"):
+    _on_server_event = _cluster().on
+
+    @_on_server_event("whoami")
+    def _server_whoami(tag):
+        from gunicorn_barrel.runtime import sids
+
+        return {"pid": os.getpid(), "instance": sids.instance_tag(), "tag": tag}
+
+    @_on_server_event("record")
+    def _server_record(*args):
+        _server_events.append(list(args))
+
+    @_on_server_event("fail")
+    def _server_fail():
+        raise RuntimeError("this handler fails on purpose")
+
+
+@sio.event
+def save_session(sid, data):
+    sio.save_session(sid, data)
+    return "ok"
+
+
+@sio.event
+def cluster(sid, data):
+    """One call of the cluster API: {"call": name, "args": [...], "kwargs": {...}}."""
+    import dataclasses
+
+    api = _cluster()
+    call = data["call"]
+    if call == "server_count":
+        return {"value": api.server_count(), "pid": os.getpid()}
+    if call == "server_side_emit":
+        api.server_side_emit(*data["args"])
+        return {"value": None, "pid": os.getpid()}
+    reply = getattr(api, call)(*data.get("args", []), **data.get("kwargs", {}))
+    if call == "fetch_sockets":
+        reply = dataclasses.replace(reply, value=[dataclasses.asdict(s) for s in reply.value])
+    elif call == "room_counts":
+        reply = dataclasses.replace(reply, value=sorted(reply.value.items()))
+    return _reply(reply)
+
+
+@sio.event
+def server_events_seen(sid, _data=None):
+    return {"pid": os.getpid(), "seen": _server_events}

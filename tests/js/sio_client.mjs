@@ -35,7 +35,8 @@ if (!url || !["polling", "websocket", "default"].includes(mode) || !(count > 0) 
 const startup = setTimeout(() => fail("startup timeout", { seconds: timeoutMs / 1000 }), timeoutMs);
 
 async function connect(index) {
-  const options = { forceNew: true, reconnection: true };
+  // auth and query name the client: the cluster API reports them (tests/test_cluster.py).
+  const options = { forceNew: true, reconnection: true, auth: { client: index }, query: { client: String(index) } };
   if (mode !== "default") options.transports = [mode];
   const socket = io(url, options);
   const client = { index, socket, pid: null, sid: null, news: [], streams: {} };
