@@ -49,6 +49,8 @@ TARGETS: list[tuple[str, Any, str, tuple[str, ...]]] = [
       for name, params in socketio_api.MANAGER_METHODS.items()],
     (SOCKETIO, socketio.Server, "_send_eio_packet", ("self", "eio_sid", "eio_pkt")),
     (SOCKETIO, socketio.Server, "_handle_connect", socketio_connect.PARAMETERS),
+    (SOCKETIO, socketio.Server, "_send_packet", socketio_connect.SEND_PARAMETERS),
+    (SOCKETIO, socketio.Server, "_handle_eio_disconnect", socketio_connect.EIO_DISCONNECT_PARAMETERS),
     *[(SOCKETIO, socketio.Server, name, params) for name, params in socketio_api.SERVER_METHODS.items()],
     (GUNICORN, GeventWorker, "handle", ("self", "listener", "client", "addr")),
     (GUNICORN, GeventWorker, "handle_request", ("self", "listener_name", "req", "sock", "addr")),

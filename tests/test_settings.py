@@ -20,7 +20,7 @@ from gunicorn_barrel.config.settings import SettingsError, resolve
 
 NAMES = (
     "runtime_dir", "max_frame_size", "websocket_deflate", "websocket_deflate_min_size",
-    "gap_timeout", "max_unacked",
+    "gap_timeout", "max_unacked", "recovery_max_disconnection", "recovery_max_packets",
     "client_queue_limit", "slow_client_policy", "store", "store_path", "store_durability",
     "store_timeout", "store_max_value", "restart_delay", "bus", "bus_namespace",
     "federation_listen", "federation_peers", "federation_keys", "federation_queue_limit",
@@ -60,6 +60,8 @@ def test_defaults() -> None:
         websocket_deflate_min_size=1024,
         gap_timeout=5.0,
         max_unacked=100_000,
+        recovery_max_disconnection=120.0,
+        recovery_max_packets=10_000,
         client_queue_limit=1000,
         slow_client_policy="disconnect",
         store="embedded",

@@ -115,6 +115,7 @@ class EmitMessage(_EmitFields, total=False):
     event: str
     data: list[Any]
     binary: bool
+    mid: str  # with connection state recovery: the emit's id, its offset (sio.recovery)
 
 
 class DisconnectMessage(TypedDict):

@@ -29,8 +29,9 @@ Patches, in this order:
      never reaches the direct write;
   6. ``engineio.payload.Payload.max_decode_packets``: no cap of 16 packets
      per polling POST, bytes still bounded (``engineio_payload``);
-  7. ``socketio.Server._handle_connect``: the auth of each CONNECT packet
-     kept for the cluster API (``socketio_connect``).
+  7. ``socketio.Server._handle_connect``, ``_send_packet`` and
+     ``_handle_eio_disconnect``: the auth of each CONNECT packet kept for the
+     cluster API, and connection state recovery (``socketio_connect``).
 
 Applying again (tests; a worker after an arbiter that prepared --preload)
 rebuilds each wrapper from engine.io's original: wrappers never stack.
@@ -64,8 +65,8 @@ CHECKS: tuple[Callable[[], None], ...] = (
     engineio_fast_paths.check,
     engineio_backpressure.check,
     engineio_payload.check,
+    socketio_connect.check,  # before socketio_api's: that one makes a Server, which needs these
     socketio_api.check,
-    socketio_connect.check,
 )
 
 
@@ -121,9 +122,13 @@ def apply_patches(options: PatchOptions) -> list[str]:
         options.deliveries)
     # 6. any number of packets per polling POST
     engineio_payload.install()
-    # 7. CONNECT packets' auth
+    # 7. CONNECT packets' auth, connection state recovery
     Server._handle_connect = socketio_connect.recording_connect(  # type: ignore[method-assign]
         _original(Server, "_handle_connect"))
+    Server._send_packet = socketio_connect.connect_with_pid(  # type: ignore[method-assign]
+        _original(Server, "_send_packet"))
+    Server._handle_eio_disconnect = socketio_connect.keeping_lost_sessions(  # type: ignore[method-assign]
+        _original(Server, "_handle_eio_disconnect"))
     return notes
 
 

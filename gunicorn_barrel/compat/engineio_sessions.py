@@ -12,9 +12,12 @@ engine.io's own ``transport()`` reads it).
 """
 from __future__ import annotations
 
+import contextlib
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import gevent
 
 from gunicorn_barrel.compat import shapes
 
@@ -41,9 +44,28 @@ def tagged_generate_id(new_sid: Callable[[], str]) -> Callable[[Any], str]:
 
     def generate_id(self: Any) -> str:
         _servers.add(self)
-        return new_sid()
+        forced = _forced.pop(gevent.getcurrent(), None)
+        return forced if forced is not None else new_sid()
 
     return generate_id
+
+
+# greenlet -> the id its next generate_id returns (a recovered socket.io session keeps its sid)
+_forced: dict[Any, str] = {}
+
+
+@contextlib.contextmanager
+def next_id_is(sid: str | None) -> Iterator[None]:
+    """Make the next id generated in this greenlet ``sid`` (None: a new one, as usual)."""
+    if sid is None:
+        yield
+        return
+    current = gevent.getcurrent()
+    _forced[current] = sid
+    try:
+        yield
+    finally:
+        _forced.pop(current, None)
 
 
 def max_http_buffer_size() -> int:

@@ -30,6 +30,8 @@ MANAGER_METHODS: dict[str, tuple[str, ...]] = {
     "get_rooms": ("self", "sid", "namespace"),
     "is_connected": ("self", "sid", "namespace"),
     "sid_from_eio_sid": ("self", "eio_sid", "namespace"),
+    "eio_sid_from_sid": ("self", "sid", "namespace"),
+    "get_namespaces": ("self",),
     "_generate_ack_id": ("self", "sid", "callback"),
     "_get_logger": ("self",),
     "_handle_callback": ("self", "message"),
@@ -44,6 +46,7 @@ MANAGER_ATTRIBUTES = ("rooms", "server", "host_id", "write_only", "channel")
 SERVER_METHODS: dict[str, tuple[str, ...]] = {
     "get_session": ("self", "sid", "namespace"),
     "disconnect": ("self", "sid", "namespace", "ignore_queue"),
+    "save_session": ("self", "sid", "session", "namespace"),
 }
 
 

@@ -105,6 +105,23 @@ SETTINGS: tuple[Setting, ...] = (
         "past it the oldest is dropped and counted (frames_unrecoverable). Default 100000.",
     ),
     Setting(
+        "recovery_max_disconnection",
+        v.float_between(1.0, 86_400.0),
+        lambda: 120.0,
+        "With connection state recovery (BarrelManager(connection_state_recovery=True)): "
+        "seconds a worker keeps the session (sid, rooms, data) of a client whose connection "
+        "was lost; a client back within it, on any worker, gets it and what it missed. "
+        "Default 120, as Node's maxDisconnectionDuration.",
+    ),
+    Setting(
+        "recovery_max_packets",
+        v.int_between(100, 10_000_000),
+        lambda: 10_000,
+        "With connection state recovery: emits each worker keeps to replay to clients "
+        "that come back (a reference to each encoded packet). A client that missed older "
+        "ones gets a fresh session. Default 10000.",
+    ),
+    Setting(
         "client_queue_limit",
         v.int_between(10, 1_000_000),
         lambda: 1000,
@@ -277,6 +294,8 @@ class BarrelSettings:
     websocket_deflate_min_size: int
     gap_timeout: float
     max_unacked: int
+    recovery_max_disconnection: float
+    recovery_max_packets: int
     client_queue_limit: int
     slow_client_policy: str
     store: str

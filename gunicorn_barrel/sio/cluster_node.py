@@ -20,7 +20,7 @@ import gevent
 from gunicorn_barrel.bus import api as bus_api
 from gunicorn_barrel.bus import channels
 from gunicorn_barrel.bus.wire import FrameTooLarge
-from gunicorn_barrel.sio import local_answers
+from gunicorn_barrel.sio import local_answers, recovery_flow
 from gunicorn_barrel.sio.peers import HEARTBEAT_INTERVAL, Peers
 from gunicorn_barrel.sio.pending import PendingRequest
 
@@ -136,6 +136,9 @@ class ClusterNode:
                 return local_answers.rooms_of(manager, namespace, sid) if isinstance(sid, str) else []
             case "room_counts":
                 return local_answers.room_counts(manager, namespace)
+            case "take_session":
+                state = manager.recovery
+                return recovery_flow.take_local(state, params.get("pid")) if state is not None else []
         raise ValueError(f"unknown cluster request {kind!r} (a newer barrel on the bus?)")
 
     def _run_server_event(self, message: Mapping[str, Any], params: dict[str, Any]) -> None:
@@ -177,10 +180,11 @@ class ClusterNode:
 
     # -- requests of this worker ---------------------------------------------------------
 
-    def request(self, kind: str, namespace: str, params: dict[str, Any],
-                timeout: float) -> tuple[PendingRequest, int]:
-        """Ask every peer alive now; (their answers, how many gave none within ``timeout``)."""
-        pending = PendingRequest(self.alive_peers())
+    def request(self, kind: str, namespace: str, params: dict[str, Any], timeout: float,
+                until_found: bool = False) -> tuple[PendingRequest, int]:
+        """Ask every peer alive now; (their answers, how many gave none within ``timeout``).
+        ``until_found``: the first answer with values ends the wait."""
+        pending = PendingRequest(self.alive_peers(), until_found)
         request_id = uuid.uuid4().hex
         self._pending[request_id] = pending  # before publishing: an answer may come at once
         try:

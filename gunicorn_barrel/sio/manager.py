@@ -29,7 +29,7 @@ from gunicorn_barrel.bus import channels
 from gunicorn_barrel.bus.wire import Frame
 from gunicorn_barrel.metrics import catalog, recorder
 from gunicorn_barrel.runtime import sids
-from gunicorn_barrel.sio import local_answers
+from gunicorn_barrel.sio import local_answers, recovery, recovery_flow
 from gunicorn_barrel.sio.cluster_node import ClusterNode
 
 _LOCAL_HANDLERS = {
@@ -54,6 +54,8 @@ def _new_host_ids_after_fork() -> None:
     for manager in list(_instances):
         manager.host_id = _new_host_id()
         manager._attached_pid = None
+        if manager.recovery is not None:
+            manager.recovery.reset_after_fork()
 
 
 def _new_host_id() -> str:
@@ -98,8 +100,12 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
         channel: str = "socketio",
         write_only: bool = False,
         logger: logging.Logger | None = None,
+        connection_state_recovery: bool = False,
     ) -> None:
         super().__init__(channel=channel, write_only=write_only, logger=logger)
+        # Connection state recovery (sio.recovery): off by default, as in Node, since
+        # every event then carries one more argument, its offset.
+        self.recovery = recovery.RecoveryState() if connection_state_recovery else None
         self.host_id = _new_host_id()
         # Messages for every worker; and for one worker (a sid's owner, an
         # ack's origin) on a channel only that worker subscribes to, so the
@@ -161,11 +167,17 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
             ack = (room, namespace, self._generate_ack_id(room, callback))
         # A tuple is several arguments, None is none (as in python-socketio).
         args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
+        mid = None
+        if self.recovery is not None and ack is None:  # the offset, last argument (as in Node)
+            mid = self.recovery.ids.next()
+            args.append(mid)
         # Encoded once, here: the receiving workers only write it out. With an
         # ack id (one per client) or binary attachments the receivers build the packet.
         encoded = None if ack is not None else self._encode(namespace, event, args)
         message = channels.emit_message(self.host_id, event, args, namespace, room, skip_sid,
                                         ack, encoded)
+        if mid is not None:
+            message["mid"] = mid
         # Publish first: a frame that cannot travel (too large, not
         # encodable) raises here, before any client got the message. An
         # emit to a sid of this worker needs no bus at all.
@@ -177,9 +189,18 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
     def basic_enter_room(self, sid: str, namespace: str, room: Any, eio_sid: str | None = None) -> None:
         # A sid enters the room None when it connects to a namespace, in every
         # tested python-socketio (5.14 in connect(), later ones in pre_connect()).
+        restoring = None
+        if room is None and self.recovery is not None and eio_sid is not None:
+            restoring = self.recovery.restoring.pop((eio_sid, namespace), None)
+            if restoring is not None:  # held from now on: nothing overtakes what it missed
+                self.recovery.held[sid] = [entry.message for entry in restoring.missed]
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
         if room is None:
             _connects.value += 1
+        if restoring is not None:
+            for name in restoring.session.rooms:
+                super().basic_enter_room(sid, namespace, name, eio_sid=eio_sid)
+            self.server.save_session(sid, restoring.session.data or {}, namespace=namespace)
 
     def remember_connect(self, eio_sid: str, namespace: str, auth: Any) -> None:
         """Keep what a CONNECT packet carried (compat.socketio_connect calls it before python-socketio
@@ -191,6 +212,9 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
         connected = sid in members
         if connected:
             self.handshakes.pop((members[sid], namespace), None)
+        if self.recovery is not None:
+            self.recovery.pids.pop(sid, None)
+            self.recovery.held.pop(sid, None)
         super().basic_disconnect(sid, namespace, **kwargs)
         if connected:
             _disconnects.value += 1
@@ -204,6 +228,10 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
         return encoded if isinstance(encoded, str) else None
 
     def _deliver(self, message: Mapping[str, Any]) -> None:
+        if self.recovery is not None:
+            self.recovery.log_emit(message)
+            if self.recovery.held:
+                message = self._hold(message)
         encoded = message.get("encoded")
         if not isinstance(encoded, str):
             self._emit_args(message)
@@ -217,6 +245,39 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
         for sid, eio_sid in self.get_participants(namespace, message.get("room")):
             if sid not in skip_sids:
                 self.server._send_eio_packet(eio_sid, eio_pkt)
+
+    def _hold(self, message: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Keep ``message`` for the sockets being restored that it goes to; the message for the others."""
+        assert self.recovery is not None
+        namespace = message.get("namespace") or "/"
+        skip = message.get("skip_sid")
+        skipped = list(skip) if isinstance(skip, list) else [] if skip is None else [skip]
+        held = [sid for sid, _ in self.get_participants(namespace, message.get("room"))
+                if sid in self.recovery.held and sid not in skipped]
+        for sid in held:
+            self.recovery.held[sid].append(message)
+        return {**message, "skip_sid": skipped + held} if held else message
+
+    def release_restored(self, sid: str, namespace: str) -> None:
+        """After python-socketio answered a recovering CONNECT: what the socket missed, then live."""
+        if self.recovery is not None:
+            recovery_flow.release(self, self.recovery, sid, namespace)
+
+    def keep_lost_sessions(self, eio_sid: str, reason: Any) -> None:
+        """Before python-socketio forgets a lost connection: keep its sessions for recovery."""
+        if self.recovery is not None:
+            recovery_flow.persist(self, self.recovery, eio_sid, reason)
+
+    def restore(self, eio_sid: str, namespace: str, auth: Any) -> str | None:
+        """Before python-socketio handles a CONNECT: the sid of the session it recovers, if any."""
+        if self.recovery is None or not isinstance(auth, dict) or not isinstance(auth.get("pid"), str):
+            return None
+        restoring = recovery_flow.prepare(self, self.recovery, namespace, auth["pid"], auth.get("offset"))
+        if restoring is None:
+            return None
+        self.recovery.restoring[(eio_sid, namespace)] = restoring
+        self.recovery.pids[restoring.session.sid] = restoring.session.pid
+        return restoring.session.sid
 
     def _emit_args(self, message: Mapping[str, Any]) -> None:
         """Emit to this worker's clients a message that carries its arguments, not a packet.
@@ -250,6 +311,10 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
     def _channel_for(self, message: Mapping[str, Any]) -> str:
         """The channel of a message: the one worker's it concerns, if there is one, else everyone's."""
         method = message.get("method")
+        if self.recovery is not None and method not in ("callback", "response"):
+            # Every worker sees every emit: any of them may have to replay it to a
+            # socket that reconnects there (sio.recovery).
+            return self.bus_channel
         if method in ("callback", "response"):  # to the worker waiting for it, on any instance
             worker = channels.worker_of_host(message.get("to" if method == "response" else "host_id"))
             return self.bus_channel if worker is None else self._worker_channel(worker)

@@ -14,8 +14,9 @@ class PendingRequest:
     times out returns the complete answers and the number of peers without one.
     """
 
-    def __init__(self, expected: Iterable[str]) -> None:
+    def __init__(self, expected: Iterable[str], until_found: bool = False) -> None:
         self._waiting_for = set(expected)
+        self._until_found = until_found  # the first complete answer with values is enough
         self._parts: dict[str, list[Any]] = {}
         self.values: list[Any] = []
         self.answered = 0
@@ -43,6 +44,8 @@ class PendingRequest:
             self.values.extend(self._parts.pop(host))
             self.answered += 1
             self._stop_waiting_for(host)
+            if self._until_found and self.values:
+                self._done.set()
 
     def forget(self, host: str) -> None:
         """``host`` left (its worker stopped): nothing of it to wait for, nothing missing."""

@@ -17,6 +17,7 @@ from gunicorn_barrel import store as store_api
 from gunicorn_barrel.bus import api as bus_api
 from gunicorn_barrel.bus.api import Bus
 from gunicorn_barrel.config.settings import BarrelSettings
+from gunicorn_barrel.sio import recovery
 from gunicorn_barrel.store.base import Store
 from gunicorn_barrel.worker import backpressure
 
@@ -37,6 +38,8 @@ class WorkerContext:
     def start(cls, settings: BarrelSettings, runtime_dir: str) -> WorkerContext:
         """Connect this worker's bus and store; the app's registrations take effect."""
         global _current
+        recovery.configure(recovery.Limits(settings.recovery_max_disconnection,
+                                           settings.recovery_max_packets))
         bus = _connect_bus(settings, runtime_dir)
         try:
             bus_api.port.connect(bus)

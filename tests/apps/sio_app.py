@@ -14,7 +14,8 @@ from gunicorn_barrel import BarrelManager
 # reference that tests/test_call_args.py compares barrel with.
 sio = socketio.Server(
     async_mode="gevent",
-    client_manager=None if os.environ.get("TEST_PLAIN_SOCKETIO") else BarrelManager(),
+    client_manager=None if os.environ.get("TEST_PLAIN_SOCKETIO") else BarrelManager(
+        connection_state_recovery=bool(os.environ.get("TEST_RECOVERY"))),
     ping_interval=float(os.environ.get("TEST_PING_INTERVAL", "25")),
     ping_timeout=float(os.environ.get("TEST_PING_TIMEOUT", "20")),
 )
@@ -351,3 +352,21 @@ def cluster(sid, data):
 @sio.event
 def server_events_seen(sid, _data=None):
     return {"pid": os.getpid(), "seen": _server_events}
+
+
+@sio.event
+def cut_stream(sid, _data=None):
+    """Shut down (both ways) the TCP connections of this worker's clients in room "stream", as a
+    network failure would: the clients reconnect, the worker keeps their sessions."""
+    import socket
+
+    from gunicorn_barrel.compat.websocket_driver import websocket_of
+
+    cut = 0
+    for _sid, eio_sid in list(sio.manager.get_participants("/", "stream")):
+        eio_socket = sio.eio.sockets.get(eio_sid)
+        ws = websocket_of(eio_socket) if eio_socket is not None else None
+        if ws is not None:
+            ws._sock.shutdown(socket.SHUT_RDWR)
+            cut += 1
+    return {"pid": os.getpid(), "cut": cut}

@@ -12,6 +12,8 @@
 //                            {tag, n} received (times in ms, performance.now())
 //   {"cmd":"counters?"}   -> {"type":"counters","counters":[bus_counters answer per client]}
 //                            (each client asks its worker: {pid, counters, broadcaster})
+//   {"cmd":"connections?"} -> {"type":"connections","connections":[[{sid, recovered, pid} per
+//                            reconnection] per client]}
 //   {"cmd":"exit"}        -> disconnects all, exits 0 (so does the end of stdin)
 // A connect error, a failed whoami, a startup timeout or a bad command print
 // {"type":"error",...} and exit 1. Run with cwd = the repo, so node_modules resolves.
@@ -36,12 +38,30 @@ const startup = setTimeout(() => fail("startup timeout", { seconds: timeoutMs / 
 
 async function connect(index) {
   // auth and query name the client: the cluster API reports them (tests/test_cluster.py).
-  const options = { forceNew: true, reconnection: true, auth: { client: index }, query: { client: String(index) } };
+  const options = {
+    forceNew: true, reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 500,
+    auth: { client: index }, query: { client: String(index) },
+  };
   if (mode !== "default") options.transports = [mode];
   const socket = io(url, options);
-  const client = { index, socket, pid: null, sid: null, news: [], streams: {} };
-  socket.on("connect_error", (err) =>
-    fail("connect_error", { index, message: String(err?.message), description: String(err?.description ?? "") }));
+  const client = { index, socket, pid: null, sid: null, news: [], streams: {}, connections: [] };
+  socket.on("connect_error", (err) => {
+    if (client.pid === null) {  // the first connection; later ones are retried by the client
+      fail("connect_error", { index, message: String(err?.message), description: String(err?.description ?? "") });
+    }
+  });
+  // Each connection after the first: which worker took it, its id, and whether the session
+  // was recovered (connection state recovery).
+  socket.on("connect", async () => {
+    if (client.pid === null) return;
+    const entry = { sid: socket.id, recovered: socket.recovered, pid: null };
+    client.connections.push(entry);
+    try {
+      entry.pid = (await socket.timeout(10000).emitWithAck("whoami", null)).pid;
+    } catch (err) {
+      entry.error = String(err?.message ?? err);
+    }
+  });
   socket.on("question", (_question, ack) => ack(`js ${client.pid}`));
   socket.on("news", (payload) => client.news.push(payload));
   socket.on("seq", ({ tag, n }) => {
@@ -80,6 +100,7 @@ say({
 
 const commands = {
   "news?": () => say({ type: "news", news: clients.map((c) => c.news) }),
+  "connections?": () => say({ type: "connections", connections: clients.map((c) => c.connections) }),
   "transports?": () =>
     say({ type: "transports", transports: clients.map(transportOf), sids: clients.map((c) => c.socket.id ?? null) }),
   join_stream: async () => {
