@@ -40,8 +40,10 @@ CACHE = Path(os.environ.get("BARREL_MATRIX_CACHE", Path.home() / ".cache" / "gun
 # shapes; with and without --preload), long-polling routing, the WebSocket
 # worker and engine.io's heartbeat, worker lifecycle under gunicorn's signals
 # (HUP, USR2, TERM, max-requests restarts, side-process restarts), the shared
-# store, emit/call argument shapes against plain python-socketio; and every
-# tests/test_compat*.py (the checks of patched library internals).
+# store, emit/call argument shapes against plain python-socketio, the cluster
+# API and connection state recovery (built on python-socketio's CONNECT and
+# disconnect handling); and every tests/test_compat*.py (the checks of
+# patched library internals).
 TESTS = [
     "tests/test_cross_worker.py",
     "tests/test_polling.py",
@@ -49,6 +51,8 @@ TESTS = [
     "tests/test_lifecycle.py",
     "tests/test_store.py",
     "tests/test_call_args.py",
+    "tests/test_cluster.py",
+    "tests/test_recovery.py",
 ]
 # Slow tests of the project's own code that no library version changes (the
 # WebSocket frame parser and deflate, request checks, the bus wire, the

@@ -1,12 +1,18 @@
-"""Connection state recovery across workers, with socket.io-client from npm.
+"""Connection state recovery across workers and instances, with socket.io-client from npm.
 
 socket.io-client clients (v4.8, which sends ``{pid, offset}`` when it
-reconnects) on every worker of ``-w 4`` listen to a stream of 100 numbered
-messages a second. Three times during the stream the TCP connection of every
-one of them is shut down on the server's side, as a network failure would;
-each reconnects at once, to whichever worker accepts it. Every reconnection
-must be recovered (``socket.recovered``, the same sid), and every client must
-have every message exactly once and in order.
+reconnects) listen to a stream of 100 numbered messages a second. Three times
+during the stream the TCP connection of every one of them is shut down, as a
+network failure would, and each reconnects at once:
+
+- on one instance of ``-w 4``, the server shuts the connections down; the
+  clients come back to whichever worker accepts them;
+- on two instances of ``-w 2`` sharing a Redis bus, the clients go through a
+  TCP proxy (a load balancer) that cuts them and sends them to the other
+  instance each time.
+
+Every reconnection must be recovered (``socket.recovered``, the same sid),
+and every client must have every message exactly once and in order.
 """
 from __future__ import annotations
 
@@ -18,7 +24,9 @@ import pytest
 
 from tests.cross_instance import cluster_call
 from tests.harness import Client, Gunicorn, gunicorn, spread_clients, wait_for
-from tests.node_clients import CLIENT_PACKAGE, NODE, NODE_MISSING_REASON, spread_node_clients
+from tests.node_clients import CLIENT_PACKAGE, NODE, NODE_MISSING_REASON, NodeClients, spread_node_clients
+from tests.redis_server import RedisServer
+from tests.tcp_proxy import tcp_proxy
 
 pytestmark = [
     pytest.mark.integration,
@@ -42,9 +50,7 @@ def control(server: Gunicorn) -> Iterator[list[Client]]:
     """One python client per worker, to act in each (they never join the stream)."""
     clients = spread_clients(server.url, WORKERS, per_worker=1)
     try:
-        for client in clients:
-            wait_for(lambda c=client: cluster_call(c, "server_count")["value"] == WORKERS, TIMEOUT,
-                     f"worker {client.pid} knowing all {WORKERS} workers")
+        _knowing_each_other(clients, WORKERS)
         yield clients
     finally:
         for client in clients:
@@ -55,29 +61,71 @@ def _received(js: Any, tag: str) -> list[dict[str, Any]]:
     return [s.get(tag, {"count": 0}) for s in js.ask("streams?", "streams")["streams"]]
 
 
+def _knowing_each_other(control: list[Client], workers: int) -> None:
+    for client in control:
+        wait_for(lambda c=client: cluster_call(c, "server_count")["value"] == workers, TIMEOUT,
+                 f"worker {client.pid} knowing all {workers} workers")
+
+
+def _stream_with_cuts(js: NodeClients, sender: Client, tag: str, cut: Any) -> list[list[dict[str, Any]]]:
+    """Stream COUNT messages to the clients, ``cut()`` them at each of CUT_AT; check every
+    message arrived once and in order; the reconnections of each client."""
+    js.ask("join_stream", "joined")
+    assert sender.call("start_stream", {"tag": tag, "count": COUNT, "rate": RATE}) == "started"
+    clients = len(_received(js, tag))
+    for round_no, at in enumerate(CUT_AT, start=1):
+        wait_for(lambda a=at: min(s["count"] for s in _received(js, tag)) >= a, TIMEOUT,
+                 f"every client past message {at}")
+        assert cut() == clients, f"round {round_no}: not every connection was cut"
+        wait_for(lambda r=round_no: all(len(c) >= r and all(e["pid"] for e in c)
+                                        for c in js.ask("connections?", "connections")["connections"]),
+                 TIMEOUT, f"every client reconnected (round {round_no})")
+    wait_for(lambda: all(s["count"] >= COUNT for s in _received(js, tag)), TIMEOUT,
+             "every message at every client")
+    for stream in _received(js, tag):
+        assert (stream["count"], stream["last"], stream["duplicates"], stream["outOfOrder"]) == (
+            COUNT, COUNT - 1, 0, 0), stream
+    connections: list[list[dict[str, Any]]] = js.ask("connections?", "connections")["connections"]
+    return connections
+
+
 def test_clients_cut_off_get_their_session_and_every_message_once_in_order(
         server: Gunicorn, control: list[Client], tmp_path: Path) -> None:
-    tag = "recovery"
     with spread_node_clients(server, "websocket", 8, tmp_path / "node.err", workers=WORKERS) as (js, ready):
-        js.ask("join_stream", "joined")
-        assert control[0].call("start_stream", {"tag": tag, "count": COUNT, "rate": RATE}) == "started"
-        for round_no, at in enumerate(CUT_AT, start=1):
-            wait_for(lambda a=at: min(s["count"] for s in _received(js, tag)) >= a, TIMEOUT,
-                     f"every client past message {at}")
-            cut = sum(c.call("cut_stream")["cut"] for c in control)
-            assert cut == len(ready), f"round {round_no}: {cut} connections cut of {len(ready)}"
-            wait_for(lambda r=round_no: all(len(c) >= r and all(e["pid"] for e in c)
-                                            for c in js.ask("connections?", "connections")["connections"]),
-                     TIMEOUT, f"every client reconnected (round {round_no})")
-        wait_for(lambda: all(s["count"] >= COUNT for s in _received(js, tag)), TIMEOUT,
-                 "every message at every client")
-        streams = _received(js, tag)
-        connections = js.ask("connections?", "connections")["connections"]
-    for client, stream, reconnects in zip(ready, streams, connections, strict=True):
-        assert (stream["count"], stream["last"], stream["duplicates"], stream["outOfOrder"]) == (
-            COUNT, COUNT - 1, 0, 0), (client, stream)
-        assert [r["recovered"] for r in reconnects] == [True] * len(CUT_AT), reconnects
-        assert {r["sid"] for r in reconnects} == {client["sid"]}, reconnects
+        def cut() -> int:
+            return sum(c.call("cut_stream")["cut"] for c in control)
+
+        connections = _stream_with_cuts(js, control[0], "one-instance", cut)
+    for client, reconnects in zip(ready, connections, strict=True):
+        assert [(r["sid"], r["recovered"]) for r in reconnects] == [(client["sid"], True)] * len(CUT_AT)
     moved = sum(r["pid"] != c["pid"] for c, rs in zip(ready, connections, strict=True) for r in rs)
     print(f"{moved} of {len(ready) * len(CUT_AT)} reconnections landed on another worker")
     assert moved > 0
+
+
+def test_over_a_redis_bus_clients_recover_on_the_other_instance(redis_server: RedisServer,
+                                                                 tmp_path: Path) -> None:
+    env = {"TEST_RECOVERY": "1", "BARREL_BUS": redis_server.url, "BARREL_BUS_NAMESPACE": "recovery"}
+    with gunicorn(workers=2, env=env) as a, gunicorn(workers=2, env=env) as b, tcp_proxy(a.port) as proxy:
+        control = spread_clients(a.url, 2, per_worker=1) + spread_clients(b.url, 2, per_worker=1)
+        try:
+            _knowing_each_other(control, 4)
+            with NodeClients(proxy.url, "websocket", 6, tmp_path / "node.err") as js:
+                ready = js.expect("ready", 60)["clients"]
+                instances = [a, b]
+
+                def cut() -> int:  # to the other instance
+                    instances.reverse()
+                    proxy.switch(instances[0].port)
+                    return proxy.cut()
+
+                connections = _stream_with_cuts(js, control[-1], "two-instances", cut)
+        finally:
+            for client in control:
+                client.close()
+    a_pids, b_pids = set(a.started_pids), set(b.started_pids)
+    for client, reconnects in zip(ready, connections, strict=True):
+        assert client["pid"] in a_pids
+        assert [(r["sid"], r["recovered"]) for r in reconnects] == [(client["sid"], True)] * len(CUT_AT)
+        assert [r["pid"] in pids for r, pids in zip(reconnects, (b_pids, a_pids, b_pids), strict=True)] == [
+            True] * len(CUT_AT), reconnects
