@@ -73,6 +73,8 @@ class RemoteSocket:
     data: dict[str, Any]  # python-socketio's session of the socket (save_session/get_session)
     instance: str  # the gunicorn instance's tag (gunicorn_barrel.runtime.sids.instance_tag)
     pid: int  # the worker holding it
+    client_id: str = ""  # its engine.io session id
+    transport: str = ""  # "websocket" or "polling"
 
     @classmethod
     def from_answer(cls, answer: dict[str, Any]) -> RemoteSocket:
@@ -83,7 +85,8 @@ class RemoteSocket:
         rooms = answer.get("rooms")
         return cls(str(answer.get("sid")), str(answer.get("namespace")),
                    rooms if isinstance(rooms, list) else [], mapping("handshake"), mapping("data"),
-                   str(answer.get("instance")), int(answer.get("pid") or 0))
+                   str(answer.get("instance")), int(answer.get("pid") or 0),
+                   str(answer.get("client_id") or ""), str(answer.get("transport") or ""))
 
 
 Rooms = str | Iterable[str] | None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import configparser
 import inspect
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -281,3 +282,18 @@ def test_every_python_socketio_name_the_manager_uses_is_checked() -> None:
     used = _socketio_names_used(source, "BarrelManager")
     assert {"__init__", "_handle_callback", "rooms"} <= used  # the scan sees them
     assert used - set(socketio_api.MANAGER_METHODS) - set(socketio_api.MANAGER_ATTRIBUTES) == set()
+
+
+def test_an_admin_instrumentation_without_what_barrel_sets_is_refused() -> None:
+    from gunicorn_barrel.compat import socketio_admin
+
+    quiet = logging.getLogger("tests.compat")
+    server = socketio.Server(async_mode="gevent", logger=quiet, engineio_logger=quiet, monitor_clients=False)
+    instrumented = server.instrument(auth=False)
+    try:
+        socketio_admin.check(instrumented)  # the installed python-socketio passes
+        del instrumented.stats_task
+        with pytest.raises(IncompatibleLibrary, match="has no attribute stats_task"):
+            socketio_admin.check(instrumented)
+    finally:  # instrument() patched engine.io's Socket class for this process
+        instrumented.uninstrument()

@@ -13,13 +13,10 @@ are missing: CI must not pass without having looked at the page.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import signal
 import statistics
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,36 +27,27 @@ import requests
 import socketio
 
 from demos.rtmonitor import app as rtm
+from tests import browser_run
 from tests.harness import REPO, Gunicorn, gunicorn, pid_alive, wait_for
 
 pytestmark = pytest.mark.integration
 
 WORKERS = 4
 APP = "demos.rtmonitor.app:wsgi"
-NODE = shutil.which("node")
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-PLAYWRIGHT = REPO / "node_modules" / "playwright-core"
-SCRIPT = REPO / "tests" / "browser" / "rtmonitor.mjs"
-ARTIFACTS = REPO / "test-artifacts"
+ARTIFACTS = browser_run.ARTIFACTS
 BROWSER_TIMEOUT = 90  # seconds the node script may take, all included
 TOTAL_LABEL = "total (machine, right axis)"
 SAMPLER_LINE = re.compile(r"\[(\d+)\] \[INFO\] rtmonitor: worker (\d+) is the sampler")
 
 
+def _vendor_files() -> dict[Path, str]:
+    return {filename: f"{filename}, served as {path} (npm package {package}: run `npm ci` in {REPO})"
+            for path, (package, filename) in rtm.VENDOR.items()}
+
+
 def browser_prerequisites() -> list[str]:
     """What the browser test needs and does not find (empty: all there)."""
-    missing = []
-    if NODE is None:
-        missing.append("`node` on PATH (Node.js 18 or later)")
-    if not (PLAYWRIGHT / "package.json").is_file():
-        missing.append(f"{PLAYWRIGHT} (run `npm ci` in {REPO})")
-    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
-        missing.append(f"Chromium at {CHROMIUM} (`apt-get install chromium`, as `make test-tools` does; "
-                       "or set CHROMIUM to another Chromium binary)")
-    for path, (package, filename) in rtm.VENDOR.items():
-        if not filename.is_file():
-            missing.append(f"{filename}, served as {path} (npm package {package}: run `npm ci` in {REPO})")
-    return missing
+    return browser_run.prerequisites(_vendor_files())
 
 
 class SampleClient:
@@ -118,42 +106,8 @@ def sampler_announcements(srv: Gunicorn) -> list[tuple[int, int]]:
 
 def run_browser(url: str) -> dict[str, Any]:
     """tests/browser/rtmonitor.mjs against ``url``: its JSON result, or an AssertionError saying why not."""
-    missing = browser_prerequisites()
-    if missing:
-        pytest.fail("the rtmonitor browser test cannot run; missing: " + "; ".join(missing), pytrace=False)
-    assert NODE is not None
-    ARTIFACTS.mkdir(exist_ok=True)
-    stderr_path = ARTIFACTS / "rtmonitor-node.stderr.txt"
-    with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen(
-            [NODE, str(SCRIPT), url, str(ARTIFACTS), str(BROWSER_TIMEOUT), "5"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True,
-            env={**os.environ, "CHROMIUM": str(CHROMIUM)},
-        )
-    try:
-        out, _ = proc.communicate(timeout=BROWSER_TIMEOUT + 30)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"node did not finish within {BROWSER_TIMEOUT + 30} s "
-                             f"(stderr: {stderr_path})") from None
-    finally:
-        if proc.poll() is None:
-            # SIGTERM first: playwright then closes the Chromium it launched.
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    stderr_text = stderr_path.read_text(errors="replace").strip()[-3000:]
-    assert lines, (f"node printed no result (exit {proc.returncode}); "
-                   f"stdout: {out[-2000:]!r}; stderr: {stderr_text}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    (ARTIFACTS / "rtmonitor-result.json").write_text(json.dumps(result, indent=1))
-    assert result.get("type") == "result" and proc.returncode == 0, (
-        f"browser check failed (exit {proc.returncode}): {json.dumps(result)[:4000]}\nstderr: {stderr_text}"
-    )
-    return result
+    return browser_run.run_script("rtmonitor", [url, str(ARTIFACTS), str(BROWSER_TIMEOUT), "5"],
+                                  BROWSER_TIMEOUT, _vendor_files())
 
 
 @pytest.fixture(scope="module")

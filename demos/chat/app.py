@@ -22,6 +22,12 @@ Events (server -> client):
     announcement {"text", "n", "pid", "t"}   from the announcer side process, to everyone
                                              (run with example_confs/with_side_process.py)
 
+The Socket.IO Admin UI (npm @socket.io/admin-ui, from node_modules) is served at
+/admin-ui/ when CHAT_ADMIN_PASSWORD is set: log in as "admin" with that password
+(server URL: this page's origin) to see every worker's sockets, each worker as a
+server, and to make sockets of any worker join, leave or disconnect
+(gunicorn_barrel.admin).
+
 static/chat.js uses socket.io's default transports (long-polling, then the
 upgrade to WebSocket): the barrel worker hands every request of a session to
 the worker holding it, so both work on any number of workers.
@@ -36,7 +42,7 @@ from typing import Any
 import socketio
 
 from demos.chat.announcer import EVENT as ANNOUNCEMENT
-from gunicorn_barrel import BarrelManager, events
+from gunicorn_barrel import BarrelManager, admin, events
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -44,6 +50,8 @@ STATIC = HERE / "static"
 # Installed by `npm ci` from package.json / package-lock.json at the repo root.
 SOCKETIO_CLIENT_JS = REPO / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
 VENDOR_PATH = "/vendor/socket.io.min.js"
+ADMIN_UI = REPO / "node_modules" / "@socket.io" / "admin-ui" / "ui" / "dist"
+ADMIN_UI_PATH = "/admin-ui"
 
 MAX_ROOM = 40
 MAX_NICK = 24
@@ -53,6 +61,8 @@ MAX_TEXT = 500
 _ROOM_PREFIX = "chat:"
 
 sio = socketio.Server(async_mode="gevent", client_manager=BarrelManager())
+if os.environ.get("CHAT_ADMIN_PASSWORD"):
+    admin.instrument(sio, auth={"username": "admin", "password": os.environ["CHAT_ADMIN_PASSWORD"]})
 # The announcer side process's latest announcement, from its barrel event (every worker gets it).
 _latest: dict[str, Any] = {}
 
@@ -186,5 +196,7 @@ static_files = {
     "/chat.js": {"content_type": "text/javascript; charset=utf-8", "filename": str(STATIC / "chat.js")},
     VENDOR_PATH: {"content_type": "text/javascript; charset=utf-8", "filename": str(SOCKETIO_CLIENT_JS)},
 }
+if os.environ.get("CHAT_ADMIN_PASSWORD"):
+    static_files[ADMIN_UI_PATH] = str(ADMIN_UI)
 
 wsgi = socketio.WSGIApp(sio, fallback, static_files=static_files)

@@ -67,7 +67,15 @@ def socket_info(manager: Any, sid: str, eio_sid: str, namespace: str) -> dict[st
             "secure": environ.get("wsgi.url_scheme") == "https",
         },
         "data": plain(data), "instance": sids.instance_tag(), "pid": os.getpid(),
+        "client_id": eio_sid, "transport": _transport(server, eio_sid),
     }
+
+
+def _transport(server: Any, eio_sid: str) -> str:
+    try:
+        return str(server.eio.transport(eio_sid))
+    except KeyError:  # the session is closing
+        return ""
 
 
 def fetch_sockets(manager: Any, namespace: str, room: Any) -> Iterator[dict[str, Any]]:
