@@ -39,8 +39,8 @@ CACHE = Path(os.environ.get("BARREL_MATRIX_CACHE", Path.home() / ".cache" / "gun
 # cover: cross-worker socket.io operations (emits, rooms, acks, argument
 # shapes; with and without --preload), long-polling routing, the WebSocket
 # worker and engine.io's heartbeat, worker lifecycle under gunicorn's signals
-# (HUP, USR2, TERM, max-requests restarts, side-process restarts), the shared
-# store, emit/call argument shapes against plain python-socketio, the cluster
+# (HUP, USR2, TERM, max-requests restarts, side-process restarts), emit/call
+# argument shapes against plain python-socketio, the cluster
 # API and connection state recovery (built on python-socketio's CONNECT and
 # disconnect handling); and every tests/test_compat*.py (the checks of
 # patched library internals).
@@ -49,7 +49,6 @@ TESTS = [
     "tests/test_polling.py",
     "tests/test_websocket_worker.py",
     "tests/test_lifecycle.py",
-    "tests/test_store.py",
     "tests/test_call_args.py",
     "tests/test_cluster.py",
     "tests/test_recovery.py",

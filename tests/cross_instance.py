@@ -135,14 +135,23 @@ def check_direct_and_call(groups: Sequence[Sequence[Client]]) -> None:
 
 
 def check_remote_disconnect(groups: Sequence[Sequence[Client]]) -> None:
-    """A client held by another instance is disconnected from this one; the others stay."""
+    """Clients held by another instance are disconnected from this one (python-socketio's
+    disconnect, and the cluster API's disconnect_sockets of a room); the others stay."""
     everyone = _flat(groups)
-    victim = groups[-1][-1]
-    gone = threading.Event()
+    victim, room_victim = groups[-1][-1], groups[-1][0]
+    assert victim is not room_victim
+    gone, room_gone = threading.Event(), threading.Event()
     victim.sio.on("disconnect", lambda *_args: gone.set())
+    room_victim.sio.on("disconnect", lambda *_args: room_gone.set())
     assert groups[0][0].call("kick", {"sid": victim.sid}) == "ok"
     wait_for(gone.is_set, TIMEOUT, "the kicked client's disconnect")
-    survivors = [c for c in everyone if c is not victim]
+    room = "to-go-" + uuid.uuid4().hex[:8]
+    assert groups[0][0].call("put_in_room", {"sid": room_victim.sid, "room": room}) == "ok"
+    wait_for(lambda: dict(map(tuple, cluster_call(groups[0][0], "room_counts")["value"])).get(room) == 1,
+             TIMEOUT, "the room to disconnect")
+    assert cluster_call(groups[0][0], "disconnect_sockets", room=room)["value"] == 1
+    wait_for(room_gone.is_set, TIMEOUT, "the disconnect of the room's socket")
+    survivors = [c for c in everyone if c not in (victim, room_victim)]
     assert all(c.sio.connected for c in survivors)
     markers_everywhere(survivors, [groups[0][0]])
 
@@ -174,6 +183,11 @@ def check_cluster_api(groups: Sequence[Sequence[Client]]) -> None:
     assert (answers["answered"], answers["missing"]) == (workers - 1, 0)
     assert len({(a["instance"], a["pid"]) for a in answers["value"]}) == workers - 1
     assert {a["tag"] for a in answers["value"]} == {tag}
+    cluster_call(first, "server_side_emit", "record", tag)
+    for client in one_per_worker:
+        if client.pid != first.pid:
+            wait_for(lambda c=client: [tag] in c.call("server_events_seen")["seen"], TIMEOUT,
+                     f"the server-side event at worker {client.pid}")
 
 
 def cluster_call(client: Client, call: str, *args: Any, **kwargs: Any) -> dict[str, Any]:

@@ -12,10 +12,13 @@ network failure would, and each reconnects at once:
   instance each time.
 
 Every reconnection must be recovered (``socket.recovered``, the same sid),
-and every client must have every message exactly once and in order.
+and every client must have every message exactly once and in order. A
+client kept away longer than ``recovery_max_disconnection`` gets a fresh
+session.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from typing import Any
 import pytest
 
 from tests.cross_instance import cluster_call
-from tests.harness import Client, Gunicorn, gunicorn, spread_clients, wait_for
+from tests.harness import Client, Gunicorn, free_port, gunicorn, spread_clients, wait_for
 from tests.node_clients import CLIENT_PACKAGE, NODE, NODE_MISSING_REASON, NodeClients, spread_node_clients
 from tests.redis_server import RedisServer
 from tests.tcp_proxy import tcp_proxy
@@ -129,3 +132,22 @@ def test_over_a_redis_bus_clients_recover_on_the_other_instance(redis_server: Re
         assert [(r["sid"], r["recovered"]) for r in reconnects] == [(client["sid"], True)] * len(CUT_AT)
         assert [r["pid"] in pids for r, pids in zip(reconnects, (b_pids, a_pids, b_pids), strict=True)] == [
             True] * len(CUT_AT), reconnects
+
+
+def test_a_client_back_after_the_window_gets_a_fresh_session(tmp_path: Path) -> None:
+    """recovery_max_disconnection = 1 s; the proxy refuses the client for longer: no recovery."""
+    env = {"TEST_RECOVERY": "1", "BARREL_RECOVERY_MAX_DISCONNECTION": "1"}
+    with gunicorn(workers=2, env=env) as srv, tcp_proxy(srv.port) as proxy:
+        with NodeClients(proxy.url, "websocket", 2, tmp_path / "node.err") as js:
+            ready = js.expect("ready", 60)["clients"]
+            proxy.switch(free_port())  # nothing listens there: reconnecting fails meanwhile
+            assert proxy.cut() == len(ready)
+            cut_at = time.monotonic()
+            wait_for(lambda: time.monotonic() - cut_at > 2.0, 5, "the recovery window to pass")
+            proxy.switch(srv.port)
+            wait_for(lambda: all(len(c) == 1 and c[0]["pid"]
+                                 for c in js.ask("connections?", "connections")["connections"]),
+                     TIMEOUT, "every client reconnected")
+            connections = js.ask("connections?", "connections")["connections"]
+    for client, (again,) in zip(ready, connections, strict=True):
+        assert again["recovered"] is False and again["sid"] != client["sid"], again
