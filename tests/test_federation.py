@@ -251,7 +251,10 @@ def test_frames_made_before_a_peer_first_dials_reach_it(pairs: Path, running: li
                                  "BARREL_FEDERATION_KEYS": str(keys / "a")})
     running.append(a)
     a.start(START_TIMEOUT)
-    sender = _senders(stack, a)[0]
+    on_a = spread_clients(a.url, 2, per_worker=1)  # one per worker of a
+    for client in on_a:
+        stack.callback(client.close)
+    sender = on_a[0]
     count = 200
 
     def queued_for_b() -> int:
@@ -259,9 +262,17 @@ def test_frames_made_before_a_peer_first_dials_reach_it(pairs: Path, running: li
         assert [(link["name"], link["up"]) for link in links] == [("b", False)], links
         return int(links[0]["queued"])
 
+    def stream_frames_queued_for_b() -> int:
+        # Beside the stream, a's workers' cluster presence frames (gunicorn_barrel.sio.peers)
+        # wait for b too; read before and after the queue, so that a heartbeat in between shows.
+        before = sum(c.call("bus_counters")["counters"].get("cluster_frames_sent", 0) for c in on_a)
+        queued = queued_for_b()
+        after = sum(c.call("bus_counters")["counters"].get("cluster_frames_sent", 0) for c in on_a)
+        return queued - after if before == after else -1
+
     tag = "before-b"
     assert sender.call("start_stream", {"tag": tag, "count": count, "rate": 200}) == "started"
-    wait_for(lambda: queued_for_b() == count, 20, "the whole stream queued for b at a")
+    wait_for(lambda: stream_frames_queued_for_b() == count, 20, "the whole stream queued for b at a")
     os.kill(frozen, signal.SIGCONT)
     wait_for(lambda: all(s.get("count", 0) >= count for s in receivers.streams(tag)), 30,
              "the stream at b's receivers")

@@ -100,7 +100,8 @@ def test_clients_cut_off_get_their_session_and_every_message_once_in_order(
 
         connections = _stream_with_cuts(js, control[0], "one-instance", cut)
     for client, reconnects in zip(ready, connections, strict=True):
-        assert [(r["sid"], r["recovered"]) for r in reconnects] == [(client["sid"], True)] * len(CUT_AT)
+        assert [(r["sid"], r["recovered"], r["session"]) for r in reconnects] == [
+            (client["sid"], True, {"client": client["index"]})] * len(CUT_AT)
     moved = sum(r["pid"] != c["pid"] for c, rs in zip(ready, connections, strict=True) for r in rs)
     print(f"{moved} of {len(ready) * len(CUT_AT)} reconnections landed on another worker")
     assert moved > 0
@@ -129,7 +130,8 @@ def test_over_a_redis_bus_clients_recover_on_the_other_instance(redis_server: Re
     a_pids, b_pids = set(a.started_pids), set(b.started_pids)
     for client, reconnects in zip(ready, connections, strict=True):
         assert client["pid"] in a_pids
-        assert [(r["sid"], r["recovered"]) for r in reconnects] == [(client["sid"], True)] * len(CUT_AT)
+        assert [(r["sid"], r["recovered"], r["session"]) for r in reconnects] == [
+            (client["sid"], True, {"client": client["index"]})] * len(CUT_AT)
         assert [r["pid"] in pids for r, pids in zip(reconnects, (b_pids, a_pids, b_pids), strict=True)] == [
             True] * len(CUT_AT), reconnects
 
@@ -151,3 +153,4 @@ def test_a_client_back_after_the_window_gets_a_fresh_session(tmp_path: Path) -> 
             connections = js.ask("connections?", "connections")["connections"]
     for client, (again,) in zip(ready, connections, strict=True):
         assert again["recovered"] is False and again["sid"] != client["sid"], again
+        assert again["session"] == {}, again  # a fresh session: nothing kept

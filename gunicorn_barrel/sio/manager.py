@@ -249,6 +249,8 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
     def _hold(self, message: Mapping[str, Any]) -> Mapping[str, Any]:
         """Keep ``message`` for the sockets being restored that it goes to; the message for the others."""
         assert self.recovery is not None
+        if message.get("callback"):  # an emit with an ack is not replayed (as in Node): not held
+            return message
         namespace = message.get("namespace") or "/"
         skip = message.get("skip_sid")
         skipped = list(skip) if isinstance(skip, list) else [] if skip is None else [skip]

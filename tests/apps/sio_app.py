@@ -23,7 +23,7 @@ sio = socketio.Server(
 
 @sio.event
 def whoami(sid, _data=None):
-    return {"pid": os.getpid(), "sid": sid}
+    return {"pid": os.getpid(), "sid": sid, "session": sio.get_session(sid)}
 
 
 @sio.event

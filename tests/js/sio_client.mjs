@@ -54,10 +54,12 @@ async function connect(index) {
   // was recovered (connection state recovery).
   socket.on("connect", async () => {
     if (client.pid === null) return;
-    const entry = { sid: socket.id, recovered: socket.recovered, pid: null };
+    const entry = { sid: socket.id, recovered: socket.recovered, pid: null, session: null };
     client.connections.push(entry);
     try {
-      entry.pid = (await socket.timeout(10000).emitWithAck("whoami", null)).pid;
+      const me = await socket.timeout(10000).emitWithAck("whoami", null);
+      entry.session = me.session;
+      entry.pid = me.pid;
     } catch (err) {
       entry.error = String(err?.message ?? err);
     }
@@ -78,6 +80,8 @@ async function connect(index) {
   });
   await new Promise((resolve) => socket.once("connect", resolve));
   const me = await socket.timeout(10000).emitWithAck("whoami", null);
+  // Session data for the server to keep: a recovered session must bring it back.
+  await socket.timeout(10000).emitWithAck("save_session", { client: index });
   client.pid = me.pid;
   client.sid = me.sid;
   return client;
