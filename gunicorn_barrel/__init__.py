@@ -2,7 +2,8 @@
 
 Public names: BarrelManager (the python-socketio client manager). The worker
 class is ``gunicorn_barrel.workers.BarrelWorker``; the config-file hooks are in
-``gunicorn_barrel.hooks``.
+``gunicorn_barrel.hooks``; the whole cluster as one socket.io server is
+``gunicorn_barrel.cluster`` (and the Admin UI over it ``gunicorn_barrel.admin``).
 """
 from __future__ import annotations
 
