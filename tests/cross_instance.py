@@ -156,14 +156,19 @@ def check_remote_disconnect(groups: Sequence[Sequence[Client]]) -> None:
     markers_everywhere(survivors, [groups[0][0]])
 
 
+def wait_cluster_formed(clients: Sequence[Client], workers: int) -> None:
+    """Wait until the worker of each client counts ``workers`` workers alive (itself included)."""
+    for client in {c.pid: c for c in clients}.values():
+        wait_for(lambda c=client: cluster_call(c, "server_count")["value"] == workers, TIMEOUT,
+                 f"worker {client.pid} knowing all {workers} workers")
+
+
 def check_cluster_api(groups: Sequence[Sequence[Client]]) -> None:
     """gunicorn_barrel.cluster from one instance sees and acts on the sockets of all of them."""
     everyone = _flat(groups)
     workers = len({(c.pid, id(group)) for group in groups for c in group})
     one_per_worker = [c for group in groups for c in {c.pid: c for c in group}.values()]
-    for client in one_per_worker:
-        wait_for(lambda c=client: cluster_call(c, "server_count")["value"] == workers, TIMEOUT,
-                 f"worker {client.pid} knowing all {workers} workers")
+    wait_cluster_formed(everyone, workers)
     first, last = groups[0][0], groups[-1][-1]
     for asker in (first, last):
         fetched = cluster_call(asker, "fetch_sockets")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.cross_instance import cluster_call as cluster
-from tests.cross_instance import markers_everywhere
+from tests.cross_instance import markers_everywhere, wait_cluster_formed
 from tests.harness import Client, Gunicorn, gunicorn, spread_clients, wait_for
 from tests.node_clients import CLIENT_PACKAGE, NODE, NODE_MISSING_REASON, NodeClients
 
@@ -40,9 +40,7 @@ def clients(server: Gunicorn) -> Iterator[list[Client]]:
     """Two clients on each worker, each with its own auth; every worker knows the 3 others."""
     made = spread_clients(server.url + "/?team=blue", WORKERS, per_worker=2, auth=AUTH)
     try:
-        for client in {c.pid: c for c in made}.values():
-            wait_for(lambda c=client: cluster(c, "server_count")["value"] == WORKERS, TIMEOUT,
-                     f"worker {client.pid} knowing all {WORKERS} workers")
+        wait_cluster_formed(made, WORKERS)
         yield made
     finally:
         for client in made:

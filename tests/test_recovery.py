@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.cross_instance import cluster_call
+from tests.cross_instance import wait_cluster_formed
 from tests.harness import Client, Gunicorn, free_port, gunicorn, spread_clients, wait_for
 from tests.node_clients import CLIENT_PACKAGE, NODE, NODE_MISSING_REASON, NodeClients, spread_node_clients
 from tests.redis_server import RedisServer
@@ -53,7 +53,7 @@ def control(server: Gunicorn) -> Iterator[list[Client]]:
     """One python client per worker, to act in each (they never join the stream)."""
     clients = spread_clients(server.url, WORKERS, per_worker=1)
     try:
-        _knowing_each_other(clients, WORKERS)
+        wait_cluster_formed(clients, WORKERS)
         yield clients
     finally:
         for client in clients:
@@ -62,12 +62,6 @@ def control(server: Gunicorn) -> Iterator[list[Client]]:
 
 def _received(js: Any, tag: str) -> list[dict[str, Any]]:
     return [s.get(tag, {"count": 0}) for s in js.ask("streams?", "streams")["streams"]]
-
-
-def _knowing_each_other(control: list[Client], workers: int) -> None:
-    for client in control:
-        wait_for(lambda c=client: cluster_call(c, "server_count")["value"] == workers, TIMEOUT,
-                 f"worker {client.pid} knowing all {workers} workers")
 
 
 def _stream_with_cuts(js: NodeClients, sender: Client, tag: str, cut: Any) -> list[list[dict[str, Any]]]:
@@ -113,7 +107,7 @@ def test_over_a_redis_bus_clients_recover_on_the_other_instance(redis_server: Re
     with gunicorn(workers=2, env=env) as a, gunicorn(workers=2, env=env) as b, tcp_proxy(a.port) as proxy:
         control = spread_clients(a.url, 2, per_worker=1) + spread_clients(b.url, 2, per_worker=1)
         try:
-            _knowing_each_other(control, 4)
+            wait_cluster_formed(control, 4)
             with NodeClients(proxy.url, "websocket", 6, tmp_path / "node.err") as js:
                 ready = js.expect("ready", 60)["clients"]
                 instances = [a, b]

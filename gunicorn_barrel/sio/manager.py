@@ -54,8 +54,8 @@ def _new_host_ids_after_fork() -> None:
     for manager in list(_instances):
         manager.host_id = _new_host_id()
         manager._attached_pid = None
-        if manager.recovery is not None:
-            manager.recovery.reset_after_fork()
+        if manager.recovery is not None:  # the parent's log, sessions and ids are not this worker's
+            manager.recovery = recovery.RecoveryState()
 
 
 def _new_host_id() -> str:

@@ -204,11 +204,6 @@ class RecoveryState:
         self.restoring: dict[tuple[str, str], Restoring] = {}  # (eio_sid, namespace) -> ...
         # sid -> messages for a socket being restored, sent once its CONNECT went out
         self.held: dict[str, list[Mapping[str, Any]]] = {}
-        self.recovered = 0  # counts, for the worker's counters
-        self.not_recovered = 0
-
-    def reset_after_fork(self) -> None:
-        self.__init__()  # type: ignore[misc]
 
     def pid_for(self, sid: str) -> str:
         """The pid the CONNECT answer of ``sid`` carries: its restored one, or a new one."""

@@ -60,15 +60,12 @@ def prepare(manager: Any, state: RecoveryState, namespace: str, pid: str, offset
         answers = [a for a in found.values if isinstance(a, Mapping)]
         session = Session.from_answer(answers[0]) if answers else None
     if session is None or session.namespace != namespace:
-        state.not_recovered += 1
         log.info("barrel recovery: session %s not found (expired, taken, or its worker is gone)", pid)
         return None
     lost = missed(state.log, session, offset)
     if lost is None:
-        state.not_recovered += 1
         log.info("barrel recovery: offset %r of session %s is no longer kept", offset, pid)
         return None
-    state.recovered += 1
     return Restoring(session, lost)
 
 
