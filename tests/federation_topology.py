@@ -187,15 +187,21 @@ class Receivers:
 
     def __init__(self, servers: Sequence[Gunicorn], stack: ExitStack, tmp_path: Path, per_server: int = 4):
         self.js = []
+        self.pids: list[int] = []  # the worker holding each receiver, in the order of streams()
         for i, server in enumerate(servers):
             js, clients = stack.enter_context(
                 spread_node_clients(server, "websocket", per_server, tmp_path / f"node{i}.err"))
             print("stream receivers per worker:", server.url, dict(Counter(c["pid"] for c in clients)))
             assert js.ask("join_stream", "joined")
             self.js.append(js)
+            self.pids.extend(c["pid"] for c in clients)
 
     def streams(self, tag: str) -> list[dict[str, Any]]:
         return [s.get(tag, {}) for js in self.js for s in js.ask("streams?", "streams")["streams"]]
+
+    def streams_except(self, tag: str, pid: int) -> list[dict[str, Any]]:
+        """streams(tag) of the receivers that worker ``pid`` does not hold."""
+        return [s for s, holder in zip(self.streams(tag), self.pids, strict=True) if holder != pid]
 
     def counters(self) -> list[dict[str, Any]]:
         """bus_counters of each receiver's worker: {pid, counters, broadcaster}."""

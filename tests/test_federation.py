@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -78,12 +79,13 @@ def _start(servers: Sequence[Gunicorn]) -> None:
         list(pool.map(lambda s: s.start(START_TIMEOUT), servers))
 
 
-def _instances(conf: str, keys: Path) -> list[Gunicorn]:
+def _instances(conf: str, keys: Path, env: dict[str, str] | None = None) -> list[Gunicorn]:
     ports = {name: free_port() for name in NODES}
     hosts = ",".join(f"{name}=tcp://127.0.0.1:{ports[name]}" for name in NODES)
     return [
         Gunicorn(workers=2, conf=REPO / "example_confs" / conf, env={
-            "FEDERATION_NODE": name, "FEDERATION_HOSTS": hosts, "FEDERATION_KEYS": str(keys / name)})
+            "FEDERATION_NODE": name, "FEDERATION_HOSTS": hosts, "FEDERATION_KEYS": str(keys / name),
+            **(env or {})})
         for name in NODES
     ]
 
@@ -117,7 +119,8 @@ def test_chain(pairs: Path, running: list[Any], stack: ExitStack, tmp_path: Path
     """a - b - c, each host dialing the previous one: a listens only, b dials a and listens for c,
     c dials b. Senders on a and c."""
     keys = key_dirs(pairs, tmp_path / "keys", {"a": ["b"], "b": ["a", "c"], "c": ["b"]})
-    servers = _instances("federation_chain.py", keys)
+    # A worker SIGSTOPped below holds a's acknowledgements back for the whole phase, however slow.
+    servers = _instances("federation_chain.py", keys, {"BARREL_FEDERATION_WORKER_WAIT": "120"})
     running.extend(servers)
     _start(servers)
     wait_ready(servers, queues_empty=True)
@@ -137,6 +140,37 @@ def test_chain(pairs: Path, running: list[Any], stack: ExitStack, tmp_path: Path
     assert a_after["federation_frames_resent"] > a_before.get("federation_frames_resent", 0), a_after
     no_gaps(receivers, restarts_seen=1, servers=servers)
     assert "federation: peer c is up" in b.log()
+    wait_ready(servers, queues_empty=True)
+    _kill_broadcaster_behind_a_stopped_worker(a, senders[1], receivers)
+
+
+def _kill_broadcaster_behind_a_stopped_worker(victim: Gunicorn, sender: Client, receivers: Receivers) -> None:
+    """A worker of ``victim`` is SIGSTOPped while large frames from a peer pile up in its
+    broadcaster's queue for it (more than the kernel's socket buffers hold); the broadcaster is
+    SIGKILLed once every other receiver has them all, then the worker SIGCONTed. Its receivers get
+    every frame too: the broadcaster acknowledged to its peer only what every worker read
+    (federation.delivery), so the peer sends the rest again to the new broadcaster."""
+    worker = next(pid for pid in receivers.pids if pid in victim.worker_pids())
+    tag, count = f"behind-{uuid.uuid4().hex[:6]}", 300
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        # 300 frames of 8 KB: far more than the socket buffers between broadcaster and worker.
+        stream = {"tag": tag, "count": count, "rate": 300, "pad": 8000}
+        assert sender.call("start_stream", stream) == "started"
+        wait_for(lambda: all(s.get("count", 0) >= count for s in receivers.streams_except(tag, worker)),
+                 60, "the stream at every receiver the stopped worker does not hold", interval=0.2)
+        kill_broadcaster(victim)()
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    try:
+        wait_for(lambda: all(s.get("count", 0) >= count for s in receivers.streams(tag)), 60,
+                 "the stream at the stopped worker's receivers", interval=0.2)
+    except AssertionError:
+        raise AssertionError(f"stopped worker {worker}: {receivers.streams(tag)}") from None
+    complete = {"count": count, "last": count - 1, "outOfOrder": 0, "duplicates": 0}
+    for stats in receivers.streams(tag):
+        assert {k: stats[k] for k in complete} == complete, stats
+    assert "bus gap:" not in victim.log(), victim.log_path
 
 
 def test_mesh_and_a_refused_peer(pairs: Path, running: list[Any], stack: ExitStack, tmp_path: Path) -> None:

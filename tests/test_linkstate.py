@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from gunicorn_barrel.bus import channels
 from gunicorn_barrel.config.values import parse_peers
-from gunicorn_barrel.federation import keys, linkstate
+from gunicorn_barrel.federation import delivery, keys, linkstate
 from tests.harness import REPO
 
 EPOCH = b"e" * 16
@@ -123,6 +124,37 @@ def test_seen_filter_memory_is_bounded_and_streams_expire() -> None:
     assert seen.first_time(b"p", b"sio:x", 4990, 0.0)
     seen.expire(now=100.0)
     assert len(seen) == 0
+
+
+def test_links_acknowledge_only_what_every_live_worker_read() -> None:
+    local = delivery.LocalDelivery(stale_after=2.0)
+    assert local.safe([], 0.0) is None  # no worker (a hub): what arrived is safe
+    assert local.safe([11, 12], 0.0) == {}  # workers, no mark passed yet
+    first = local.mark({"b": (EPOCH, 5)})
+    second = local.mark({"b": (EPOCH, 9)})
+    local.echoed(11, second, 0.1)
+    assert local.safe([11, 12], 0.1) == {}  # 12 read neither heartbeat
+    local.echoed(12, first, 0.1)
+    assert local.safe([11, 12], 0.1) == {"b": (EPOCH, 5)}
+    local.echoed(12, second, 0.2)
+    assert local.safe([11, 12], 0.2) == {"b": (EPOCH, 9)}
+    assert local.safe([11, 12], 0.3) == {"b": (EPOCH, 9)}  # asked again: the same
+    # A newly subscribed worker needs only what comes after; a frozen one stops holding links back.
+    third = local.mark({"b": (EPOCH, 20)})
+    local.echoed(11, third, 0.3)
+    assert local.safe([11, 12, 13], 0.3) == {"b": (EPOCH, 9)}
+    local.echoed(13, third, 0.4)
+    assert local.safe([11, 12, 13], 1.0) == {"b": (EPOCH, 9)}
+    assert local.safe([11, 12, 13], 2.3) == {"b": (EPOCH, 20)}  # 12 silent since 0.2
+    assert local.safe([11, 13], 10.0) is None  # every worker silent: what arrived
+
+
+def test_heartbeat_echo_round_trip() -> None:
+    payload = channels.heartbeat_payload({}, None, None, echo=7)
+    parts = channels.echo_parts(payload, 4242)
+    assert parts is not None and channels.decode_echo(parts) == (4242, 7)
+    assert channels.echo_parts(channels.heartbeat_payload({}), 4242) is None
+    assert channels.decode_echo([channels.ECHO_TOPIC, b"short"]) is None
 
 
 def test_parse_peers() -> None:

@@ -24,7 +24,7 @@ NAMES = (
     "client_queue_limit", "slow_client_policy", "store", "store_path", "store_durability",
     "store_timeout", "store_max_value", "restart_delay", "bus", "bus_namespace",
     "federation_listen", "federation_peers", "federation_keys", "federation_queue_limit",
-    "metrics_path", "metrics_listen", "statsd_interval",
+    "federation_worker_wait", "metrics_path", "metrics_listen", "statsd_interval",
 )
 KNOWN_LIST = "known settings: " + ", ".join(sorted(NAMES))
 
@@ -76,6 +76,7 @@ def test_defaults() -> None:
         federation_peers="",
         federation_keys="",
         federation_queue_limit=100_000,
+        federation_worker_wait=2.0,
         metrics_path="",
         metrics_listen="",
         statsd_interval=10.0,
@@ -418,6 +419,7 @@ def test_the_reference_says_which_settings_a_reload_cannot_change() -> None:
     ("federation_peers", "b=udp://127.0.0.1:7000"),
     ("federation_keys", "/nonexistent/barrel-keys"),
     ("federation_queue_limit", "10"),
+    ("federation_worker_wait", "0"),
 ])
 def test_bad_federation_settings_are_refused_with_their_name(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=f"invalid barrel setting {name} "):
@@ -465,13 +467,13 @@ def _side_settings(short_dir: str) -> settings.BarrelSettings:
         "store_durability": "power", "store_max_value": 1000,
         "federation_listen": "tcp://127.0.0.1:7000", "federation_peers": "b=tcp://[::1]:7001,c=tcp://h:7002",
         "federation_keys": short_dir, "federation_queue_limit": 500,
-        "metrics_listen": "[::1]:9200", "statsd_interval": 2.5,
+        "federation_worker_wait": 7.5, "metrics_listen": "[::1]:9200", "statsd_interval": 2.5,
     }, environ={})
 
 
 @pytest.mark.parametrize("process, names", [
     (settings.BROADCASTER, {"max_frame_size", "federation_listen", "federation_peers", "federation_keys",
-                            "federation_queue_limit"}),
+                            "federation_queue_limit", "federation_worker_wait"}),
     (settings.STORE_SERVER, {"max_frame_size", "store_path", "store_durability", "store_max_value"}),
     (settings.EXPORTER, {"metrics_listen", "statsd_interval"}),
 ])

@@ -23,7 +23,8 @@ socket.io messages are python-socketio's ``PubSubManager`` format, plus
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+import struct
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, NotRequired, TypedDict
 
 SIO_PREFIX = "sio:"
@@ -33,6 +34,9 @@ STORE_CHANGES = "store"
 RESERVED_PREFIX = "\x00"
 HEARTBEAT = "\x00hb"
 NACK = "\x00nack"
+# A worker's answer to a heartbeat that asks for one (federation.delivery): pid, heartbeat number.
+ECHO_TOPIC = b"\x00echo"
+_ECHO = struct.Struct("!IQ")
 # The payload key of a Redis bus tick frame (a seq no handler sees); refused in user payloads.
 TICK_KEY = "\x00tick"
 REDIS_PREFIX = "barrel:bus:"
@@ -259,13 +263,15 @@ class Nack:
 
 def heartbeat_payload(published: Mapping[tuple[bytes, bytes], int],
                       counters: Mapping[str, int] | None = None,
-                      tops: Mapping[tuple[bytes, bytes], int] | None = None) -> dict[str, Any]:
+                      tops: Mapping[tuple[bytes, bytes], int] | None = None,
+                      echo: int | None = None) -> dict[str, Any]:
     """The broadcaster's heartbeat: per (origin, topic) the seq up to which it published all
     (``acks``), and the highest it published where that is more (``tops``).
 
     Its senders take ``acks`` as their acknowledgements; its receivers learn from
     both which missing frames will never come to them (``sequencing``). Streams
-    from federation links are in it too.
+    from federation links are in it too. With ``echo`` (a number), each worker
+    pushes back ``echo_parts`` once it read the heartbeat.
     """
     def named(streams: Mapping[tuple[bytes, bytes], int]) -> dict[str, int]:
         return {origin.hex() + "/" + topic.decode("utf-8", "replace"): seq
@@ -274,7 +280,25 @@ def heartbeat_payload(published: Mapping[tuple[bytes, bytes], int],
     payload: dict[str, Any] = {"acks": named(published), "tops": named(tops or {})}
     if counters is not None:
         payload["counters"] = dict(counters)
+    if echo is not None:
+        payload["echo"] = echo
     return payload
+
+
+def echo_parts(payload: Mapping[str, Any], pid: int) -> list[bytes] | None:
+    """What a worker pushes back for a heartbeat that asks for an echo (None: it does not)."""
+    number = payload.get("echo")
+    if not isinstance(number, int) or not 0 < number < 2**64:
+        return None
+    return [ECHO_TOPIC, _ECHO.pack(pid, number)]
+
+
+def decode_echo(parts: Sequence[bytes]) -> tuple[int, int] | None:
+    """(pid, heartbeat number) of a pushed echo; None if it is not one."""
+    if len(parts) != 2 or parts[0] != ECHO_TOPIC or len(parts[1]) != _ECHO.size:
+        return None
+    pid, number = _ECHO.unpack(parts[1])
+    return pid, number
 
 
 def published_up_to(payload: Mapping[str, Any], stream: tuple[bytes, str]) -> tuple[int, int] | None:

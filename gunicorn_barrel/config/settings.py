@@ -248,6 +248,17 @@ SETTINGS: tuple[Setting, ...] = (
         fixed_at_start=True, side_processes=(BROADCASTER,),
     ),
     Setting(
+        "federation_worker_wait",
+        v.float_between(0.1, 600.0),
+        lambda: 2.0,
+        "Seconds a worker that reads nothing from its broadcaster (stopped, stuck) still holds "
+        "back the federation acknowledgements: a broadcaster acknowledges a peer's frame only "
+        "once every local worker read it, so a broadcaster killed with frames still queued for a "
+        "worker loses none (the peer sends them again). Past this wait that worker is left out; "
+        "longer keeps it safe longer but lets peers resend more meanwhile. Default 2.",
+        fixed_at_start=True, side_processes=(BROADCASTER,),
+    ),
+    Setting(
         "metrics_path",
         v.http_path_or_off,
         lambda: "",
@@ -310,6 +321,7 @@ class BarrelSettings:
     federation_peers: str
     federation_keys: str
     federation_queue_limit: int
+    federation_worker_wait: float
     metrics_path: str
     metrics_listen: str
     statsd_interval: float

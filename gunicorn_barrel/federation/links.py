@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import zmq
 from zmq.utils import z85
@@ -70,6 +70,8 @@ class Link:
         self.wants_data = wants_data
         self.peer_epoch = b""
         self.heard_at = float("-inf")
+        # What our HELLO acknowledges: what arrived, once the local workers hold it (``delivery``).
+        self.ack: tuple[bytes, int] = (b"", 0)
 
     def is_up(self, now: float) -> bool:
         """The peer said hello lately and nothing waits behind an unsent frame."""
@@ -379,7 +381,7 @@ class Federation:
         self._next_hello = now + linkstate.HELLO_INTERVAL
         node = self.config.keys.node
         for link in self.links():
-            hello = linkstate.Hello(self.epoch, node, True, link.incoming.epoch, link.incoming.contiguous)
+            hello = linkstate.Hello(self.epoch, node, True, *link.ack)
             link.send(linkstate.encode_hello(hello), self.counters, is_data=False)
             if now - link.heard_at >= linkstate.PEER_ALIVE_WITHIN:
                 continue
@@ -388,6 +390,19 @@ class Federation:
             elif link.out.stalled(now):
                 for data in link.out.resend(now, older_than=linkstate.RESEND_AFTER):
                     link.send(data, self.counters)
+
+    def received(self) -> dict[Link, tuple[bytes, int]]:
+        """Per link, what arrived from the peer so far (epoch, contiguous link seq)."""
+        return {link: (link.incoming.epoch, link.incoming.contiguous) for link in self.links()}
+
+    def acknowledge(self, safe: Mapping[Link, tuple[bytes, int]] | None) -> None:
+        """Set what each link's HELLO acknowledges: ``safe`` (``delivery.LocalDelivery.safe``),
+        or, None, everything that arrived (no local worker to wait for)."""
+        for link in self.links():
+            if safe is None:
+                link.ack = (link.incoming.epoch, link.incoming.contiguous)
+            elif link in safe:
+                link.ack = safe[link]
 
     def queued(self) -> int:
         return sum(len(link.out.unacked) for link in self.links())

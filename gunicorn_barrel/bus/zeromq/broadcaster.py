@@ -40,6 +40,7 @@ from gunicorn_barrel.bus.zeromq.status import StatusFile, Subscribers
 from gunicorn_barrel.config import arguments, values
 from gunicorn_barrel.config.settings import BROADCASTER
 from gunicorn_barrel.federation import keys, linkstate
+from gunicorn_barrel.federation.delivery import STALE_AFTER, LocalDelivery
 from gunicorn_barrel.federation.links import Federation, FederationConfig, Link
 from gunicorn_barrel.metrics import catalog, recorder, snapshots
 from gunicorn_barrel.runtime import endpoints, logs
@@ -67,6 +68,7 @@ class Broadcaster:
         parent_pid: int | None,
         federation: FederationConfig | None = None,
         settle: float = FEDERATION_SETTLE,
+        worker_wait: float = STALE_AFTER,
     ) -> None:
         self.runtime_dir = runtime_dir
         self.max_frame_size = max_frame_size
@@ -82,6 +84,7 @@ class Broadcaster:
         self._seen = linkstate.SeenFilter()
         self._federation_at = time.monotonic() + settle
         self.subscribers = Subscribers()
+        self._delivery: LocalDelivery[Link] = LocalDelivery(worker_wait)
         self._status = StatusFile(runtime_dir)
         self._metrics = snapshots.Writer(runtime_dir, catalog.BROADCASTER, recorder.process())
         if federation is not None:
@@ -183,7 +186,9 @@ class Broadcaster:
                 parts = fastzmq.recv_parts(pull, fastzmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(parts) == 2:
+            if parts[0] == channels.ECHO_TOPIC:
+                self._echoed(parts)
+            elif len(parts) == 2:
                 self.relay(parts, pub)
             else:
                 self.relay_batch(parts, pub)
@@ -248,6 +253,13 @@ class Broadcaster:
         self.counters["federation_frames_in"] += 1
         self.federation.forward(parts, link, now)
 
+    def _echoed(self, parts: Sequence[bytes]) -> None:
+        echo = channels.decode_echo(parts)
+        if echo is None:
+            self._refuse(wire.MalformedFrame("a heartbeat echo that does not parse"))
+            return
+        self._delivery.echoed(*echo, time.monotonic())
+
     def _refuse(self, exc: wire.WireError) -> None:
         self.counters["frames_refused"] += 1
         if self.counters["frames_refused"] <= 10:
@@ -257,14 +269,18 @@ class Broadcaster:
         self._next_heartbeat = now + HEARTBEAT_INTERVAL
         shared = None
         links: list[dict[str, object]] = []
+        echo: int | None = None
         if self.federation is not None:
+            # Links acknowledge only what every worker read (federation.delivery).
+            self.federation.acknowledge(self._delivery.safe(self.subscribers.pids, now))
+            echo = self._delivery.mark(self.federation.received())
             # Workers see the federation's health (gunicorn_barrel.counters()).
             self._seen.expire(now)
             links = self.federation.status(now)
             self.counters["federation_queued"] = self.federation.queued()
             self.counters["federation_links_up"] = sum(1 for link in links if link["up"])
             shared = {k: v for k, v in self.counters.items() if k.startswith("federation_")}
-        payload = channels.heartbeat_payload(self.published.acks(now), shared, self.published.tops())
+        payload = channels.heartbeat_payload(self.published.acks(now), shared, self.published.tops(), echo)
         frame = wire.Frame(channels.HEARTBEAT, self.epoch, 0, payload)
         pub.send_multipart(wire.encode(frame, 64 * 1024 * 1024))
         self._status.update({"pid": os.getpid(), "epoch": self.epoch.hex(),
@@ -293,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not signal_when_parent_dies(args.parent_pid):
         raise SystemExit("broadcaster: the arbiter is already gone")
     broadcaster = Broadcaster(args.runtime_dir, args.max_frame_size, args.parent_pid,
-                              federation_config(parser, args))
+                              federation_config(parser, args), worker_wait=args.federation_worker_wait)
     signal.signal(signal.SIGTERM, broadcaster.stop)
     signal.signal(signal.SIGINT, broadcaster.stop)
     # gunicorn sends HUP/USR1/... to its whole process group on some paths;

@@ -164,6 +164,10 @@ class BusClient:
             now = time.monotonic()
             if frame.channel == channels.HEARTBEAT:
                 self._live.set()
+                echo = channels.echo_parts(frame.payload, self.pid)
+                if echo is not None:
+                    # Everything published before this heartbeat is in this process now.
+                    self._send(echo)
                 resend, ready = self.protocol.heartbeat(frame, now)
                 for parts in resend:
                     self._send(parts)
