@@ -707,7 +707,8 @@ def test_streams_from_federation_links_are_in_the_heartbeat(tmp_path: Any) -> No
     broadcaster = Broadcaster(str(tmp_path), 1 << 20, parent_pid=0)
     broadcaster._pub = _FakePub()  # type: ignore[assignment]
     broadcaster.federation = types.SimpleNamespace(  # type: ignore[assignment]
-        forward=lambda *args: None, status=lambda now: [], queued=lambda: 0)
+        forward=lambda *args: None, status=lambda now: [], queued=lambda: 0,
+        acknowledge=lambda safe: None, received=lambda: {})
     remote = b"r" * 16
     parts = wire.encode(wire.Frame("sio:socketio", remote, 7, {"n": 7}, base=5), 1 << 20)
     broadcaster._from_link(parts, None)  # type: ignore[arg-type]
