@@ -45,6 +45,7 @@ TARGETS: list[tuple[str, Any, str, tuple[str, ...]]] = [
     (ENGINEIO, Socket, "close", ("self", "wait", "abort")),
     (ENGINEIO, Socket, "_upgrade_websocket", ("self", "environ", "start_response")),
     (ENGINEIO, Socket, "_websocket_handler", ("self", "ws")),
+    (ENGINEIO, Socket, "receive", ("self", "pkt")),
     (ENGINEIO, BaseServer, "generate_id", ("self",)),
     *[(SOCKETIO, socketio.PubSubManager, name, params)
       for name, params in socketio_api.MANAGER_METHODS.items()],
@@ -131,6 +132,8 @@ def _without_after_init(monkeypatch: pytest.MonkeyPatch, cls: Any, attribute: st
     (base_socket.BaseSocket, "upgraded"),
     (base_socket.BaseSocket, "queue"),
     (BaseServer, "max_http_buffer_size"),
+    (base_socket.BaseSocket, "upgrading"),
+    (base_socket.BaseSocket, "connected"),
 ])
 def test_an_engineio_object_without_an_attribute_barrel_reads_is_refused(
     monkeypatch: pytest.MonkeyPatch, cls: Any, attribute: str

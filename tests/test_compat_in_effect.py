@@ -1,7 +1,7 @@
 """The patches really run where users depend on them: a real engine.io server, driven in this process.
 
-If engine.io stopped calling ``schedule_ping`` at connect and at PONG, ``poll``
-from its WebSocket writer, ``Socket.send`` from ``Server.send`` or
+If engine.io stopped calling ``schedule_ping`` at connect and at PONG,
+``_websocket_handler`` for an upgrade, ``Socket.send`` from ``Server.send`` or
 ``generate_id`` for new sessions, these tests fail: a check of shapes alone
 would not see it, and the optimisations would switch off silently (or
 packets wait unsent). Everything runs in gevent greenlets of this process
@@ -10,6 +10,7 @@ over a socket pair; the patches are undone after each test.
 from __future__ import annotations
 
 import base64
+import gc
 import io
 import logging
 import os
@@ -46,7 +47,7 @@ def _wait(predicate: Any, what: str, timeout: float = 10.0) -> None:
 def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     """Apply the patches (undone afterwards); count the calls of our code that engine.io reaches."""
     for owner, name in ((Socket, "send"), (Socket, "poll"), (Socket, "schedule_ping"),
-                        (BaseServer, "generate_id")):
+                        (Socket, "_websocket_handler"), (Socket, "close"), (BaseServer, "generate_id")):
         monkeypatch.setattr(owner, name, vars(owner)[name])
     monkeypatch.setitem(engineio_gevent._async, "websocket", engineio_gevent._async["websocket"])
     monkeypatch.setattr(gevent.config, "track_greenlet_tree", gevent.config.track_greenlet_tree)
@@ -141,6 +142,45 @@ def test_websocket_sessions_go_through_every_patch(calls: Counter[str]) -> None:
         ws.served.join(timeout=10)
     assert ws.served.dead
     assert websocket_driver.websocket_of(eio_socket) is None  # forgotten with its connection
+
+
+def _greenlets() -> list[gevent.Greenlet]:
+    return [g for g in gc.get_objects() if isinstance(g, gevent.Greenlet) and not g.dead]
+
+
+def test_an_idle_websocket_holds_no_writer_greenlet_and_a_burst_drains_in_order(calls: Counter[str]) -> None:
+    _patch()
+    server = _server()
+    ws = PairWebSocket(server)
+    try:
+        assert ws.next_message().startswith("0{")
+        (sid,) = server.sockets
+        eio_socket = server.sockets[sid]
+        websocket = websocket_driver.websocket_of(eio_socket)
+        assert websocket is not None
+        _wait(lambda: websocket.drainer is None, "the drainer of the OPEN packet to end")
+        # Idle: the connection's reader is its only greenlet (engine.io's own handler keeps a writer).
+        assert _greenlets() == [ws.served]
+        # A burst larger than the socket pair's buffers, unread: the rest queues, a drainer writes it.
+        big = "x" * 100_000
+        for n in range(40):
+            server.send(sid, f"{n}:{big}")
+        assert eio_socket.queue.qsize() > 0 and websocket.drainer is not None
+        assert [ws.next_message() for _ in range(40)] == [f"4{n}:{big}" for n in range(40)]
+        _wait(lambda: websocket.drainer is None and not eio_socket.queue.qsize(), "the drainer to end")
+        assert calls["writer_took"] >= 2
+        # A server-side close writes what is queued, then the close frame.
+        for n in range(40):
+            server.send(sid, f"last{n}:{big}")
+        gevent.spawn(server.disconnect, sid)
+        assert [ws.next_message() for _ in range(40)] == [f"4last{n}:{big}" for n in range(40)]
+        assert ws.next_message() == "1"  # engine.io's CLOSE packet
+        opcode, _fin, _payload = ws.next_frame()
+        assert opcode == 8  # the WebSocket close frame
+    finally:
+        ws.close()
+        ws.served.join(timeout=10)
+    assert ws.served.dead and _greenlets() == []
 
 
 @pytest.mark.parametrize("policy", ["drop_oldest", "disconnect"])

@@ -21,7 +21,9 @@ Patches, in this order:
   3. ``engineio.socket.Socket.schedule_ping``: pings on a timer, and gevent's
      ``track_greenlet_tree`` off (``engineio_lean``);
   4. ``engineio.socket.Socket.poll``: batched WebSocket writes
-     (``engineio_fast_paths``);
+     (``engineio_fast_paths``); ``Socket._websocket_handler`` and
+     ``Socket.close``: no writer greenlet per barrel WebSocket, a drainer
+     only while packets wait (``engineio_websocket``);
   5. ``engineio.socket.Socket.send``, built from engine.io's own, innermost
      first: the direct WebSocket write (``engineio_fast_paths``), then the
      per-client queue bound (``engineio_backpressure``). The bound is
@@ -48,6 +50,7 @@ from gunicorn_barrel.compat import (
     engineio_lean,
     engineio_payload,
     engineio_sessions,
+    engineio_websocket,
     gunicorn_api,
     socketio_api,
     socketio_connect,
@@ -63,6 +66,7 @@ CHECKS: tuple[Callable[[], None], ...] = (
     engineio_sessions.check,
     engineio_lean.check,
     engineio_fast_paths.check,
+    engineio_websocket.check,
     engineio_backpressure.check,
     engineio_payload.check,
     socketio_connect.check,  # before socketio_api's: that one makes a Server, which needs these
@@ -115,6 +119,9 @@ def apply_patches(options: PatchOptions) -> list[str]:
     engineio_lean.install()
     # 4. batched writes
     Socket.poll = engineio_fast_paths.direct_poll(_original(Socket, "poll"))  # type: ignore[method-assign]
+    Socket._websocket_handler = engineio_websocket.serving_without_writer(  # type: ignore[method-assign]
+        _original(Socket, "_websocket_handler"))
+    Socket.close = engineio_websocket.closing_with_drain(_original(Socket, "close"))  # type: ignore[method-assign]
     # 5. direct writes inside, the queue bound outside
     send = engineio_fast_paths.direct_send(_original(Socket, "send"))
     Socket.send = engineio_backpressure.bounded_send(  # type: ignore[method-assign]

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gunicorn_barrel.compat import shapes
+from gunicorn_barrel.compat.engineio_websocket import kick
 from gunicorn_barrel.compat.websocket_driver import open_websockets
 
 ENGINEIO = "python-engineio"
@@ -60,16 +61,16 @@ def direct_poll(poll: Method) -> Method:
 
 
 def direct_send(send: Method) -> Method:
-    """``Socket.send`` that writes at once to a WebSocket with nothing queued before the packet."""
-    from engineio.packet import PING
-
+    """``Socket.send`` that writes at once to a WebSocket with nothing queued before the packet,
+    and otherwise queues it and has the WebSocket's drainer write it (``engineio_websocket``)."""
     def barrel_send(self: Any, pkt: Any) -> None:
         ws = open_websockets.get(self)
-        # PINGs always queue: the writer waits on its queue for at most
-        # ping_interval + ping_timeout, then takes the client for dead.
-        if (ws is not None and pkt.packet_type != PING and self.upgraded and not self.closed
-                and not self.queue.qsize() and ws.send_now(pkt)):
+        if ws is None or not self.upgraded:
+            send(self, pkt)
+            return
+        if not self.closed and not self.queue.qsize() and ws.send_now(pkt):
             return
         send(self, pkt)
+        kick(self, ws)
 
     return barrel_send

@@ -1,9 +1,10 @@
-"""The WebSocket engine.io uses in a barrel worker: two greenlets per connection, no more.
+"""The WebSocket engine.io uses in a barrel worker: one greenlet per idle connection.
 
 engine.io calls ``BarrelWebSocket(handler, server)(environ, start_response)``
 for an upgrade (through the factory in ``compat.websocket_driver``); the
-handler reads with ``wait()`` in the request's greenlet and engine.io's
-writer greenlet calls ``send()``. Reading happens in the
+handler reads with ``wait()`` in the request's greenlet; packets are written
+by whoever sends them (``send_now``) or, when some had to wait, by a drainer
+greenlet that lives only while they do (``compat.engineio_websocket``). Reading happens in the
 caller of ``wait()`` itself (simple-websocket adds a reader greenlet, a
 selector and wsproto state per connection), and ``send()`` writes a frame
 built in one step with ``sendall`` (simple-websocket's ``send`` may write
@@ -93,6 +94,9 @@ class BarrelWebSocket:
         self._unsent = 0
         self._batching = False
         self._pending: list[bytes] = []
+        # The greenlet writing what engine.io queued, while there is some
+        # (compat.engineio_websocket); None when nothing waits.
+        self.drainer: Any = None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         sock: Any = environ.get(SOCKET_KEY) or environ.get("gunicorn.socket")
@@ -122,6 +126,10 @@ class BarrelWebSocket:
             self.close()
         # The response was the 101 written above: gunicorn must write nothing.
         raise StopIteration()
+
+    def set_timeout(self, seconds: float) -> None:
+        """A read (or a write waiting for room) longer than this ends the connection."""
+        self._sock.settimeout(seconds)
 
     def send(self, message: str | bytes) -> None:
         """Send one message; OSError once the connection is closed (ends engine.io's writer)."""
