@@ -54,6 +54,13 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     monkeypatch.setattr(sids, "_secret", os.urandom(32))
     monkeypatch.setattr(backpressure, "counters", Counter())
     seen: Counter[str] = Counter()
+    receive = Socket.receive
+
+    def counted_receive(self: Any, pkt: Any) -> Any:
+        seen["received"] += 1
+        return receive(self, pkt)
+
+    monkeypatch.setattr(Socket, "receive", counted_receive)
     for name in ("writer_took", "send_now"):
         original = getattr(BarrelWebSocket, name)
 
@@ -141,14 +148,14 @@ def test_websocket_sessions_go_through_every_patch(calls: Counter[str]) -> None:
         ws.close()
         ws.served.join(timeout=10)
     assert ws.served.dead
-    assert websocket_driver.websocket_of(eio_socket) is None  # forgotten with its connection
+    _wait(lambda: websocket_driver.websocket_of(eio_socket) is None, "the WebSocket forgotten at its end")
 
 
 def _greenlets() -> list[gevent.Greenlet]:
     return [g for g in gc.get_objects() if isinstance(g, gevent.Greenlet) and not g.dead]
 
 
-def test_an_idle_websocket_holds_no_writer_greenlet_and_a_burst_drains_in_order(calls: Counter[str]) -> None:
+def test_an_idle_websocket_holds_no_greenlet_and_a_burst_drains_in_order(calls: Counter[str]) -> None:
     _patch()
     server = _server()
     ws = PairWebSocket(server)
@@ -158,9 +165,12 @@ def test_an_idle_websocket_holds_no_writer_greenlet_and_a_burst_drains_in_order(
         eio_socket = server.sockets[sid]
         websocket = websocket_driver.websocket_of(eio_socket)
         assert websocket is not None
-        _wait(lambda: websocket.drainer is None, "the drainer of the OPEN packet to end")
-        # Idle: the connection's reader is its only greenlet (engine.io's own handler keeps a writer).
-        assert _greenlets() == [ws.served]
+        # Idle: no greenlet at all. The request's greenlet returned (engine.io's own handler keeps
+        # it, reading, and a writer); the WebSocket reads when its socket is readable.
+        _wait(lambda: websocket.drainer is None and ws.served.dead, "the request's greenlet to return")
+        assert websocket.detached and _greenlets() == []
+        ws.send_text("4from the client")  # read without a greenlet waiting for it
+        _wait(lambda: calls["received"] == 1, "the message at engine.io")
         # A burst larger than the socket pair's buffers, unread: the rest queues, a drainer writes it.
         big = "x" * 100_000
         for n in range(40):
@@ -180,7 +190,8 @@ def test_an_idle_websocket_holds_no_writer_greenlet_and_a_burst_drains_in_order(
     finally:
         ws.close()
         ws.served.join(timeout=10)
-    assert ws.served.dead and _greenlets() == []
+    _wait(lambda: websocket_driver.websocket_of(eio_socket) is None and _greenlets() == [],
+          "the connection's end")
 
 
 @pytest.mark.parametrize("policy", ["drop_oldest", "disconnect"])

@@ -32,7 +32,7 @@ import gevent
 
 from gunicorn_barrel.compat import shapes
 from gunicorn_barrel.compat.versions import IncompatibleLibrary
-from gunicorn_barrel.compat.websocket_driver import open_websockets
+from gunicorn_barrel.compat.websocket_driver import forget, open_websockets
 from gunicorn_barrel.ws.connection import BarrelWebSocket
 
 ENGINEIO = "python-engineio"
@@ -131,7 +131,7 @@ def _drain(eio_socket: Any, ws: BarrelWebSocket) -> None:
 
 
 def _serve(self: Any, ws: BarrelWebSocket) -> list[Any]:
-    from engineio import exceptions, packet
+    from engineio import packet
 
     server = self.server
 
@@ -164,6 +164,8 @@ def _serve(self: Any, ws: BarrelWebSocket) -> list[Any]:
         self.connected = self.upgraded = True
     server.logger.info("%s: Upgrade to websocket successful", self.sid)
     kick(self, ws)  # what was queued before the upgrade
+    if ws.detach(lambda message: _received(self, message), lambda: _finish(self, ws)):
+        return []  # read when readable, without this greenlet (BarrelWebSocket.detach)
     while True:
         try:
             message = next_message()
@@ -171,23 +173,40 @@ def _serve(self: Any, ws: BarrelWebSocket) -> list[Any]:
             if not self.closed:
                 server.logger.info('%s: Unexpected error "%s", closing connection', self.sid, exc)
             break
-        if message is None:
+        if message is None or not _received(self, message):
             break  # closed by the client, or timed out
-        try:
-            self.receive(packet.Packet(encoded_packet=message))
-        except exceptions.UnknownPacketError:
-            pass
-        except exceptions.SocketIsClosedError:
-            server.logger.info("Receive error -- socket is closed")
-            break
-        except Exception:
-            server.logger.exception("Unknown receive error")
-            break
-    # What is still queued goes out before the close frame, as with engine.io's writer.
+    _finish(self, ws)
+    return []
+
+
+def _received(self: Any, message: Any) -> bool:
+    """Give one message of the client to engine.io; False ends the connection."""
+    from engineio import exceptions, packet
+
+    server = self.server
+    if len(message) > server.max_http_buffer_size:
+        server.logger.info('%s: Unexpected error "packet is too large", closing connection', self.sid)
+        return False
+    try:
+        self.receive(packet.Packet(encoded_packet=message))
+    except exceptions.UnknownPacketError:
+        pass
+    except exceptions.SocketIsClosedError:
+        server.logger.info("Receive error -- socket is closed")
+        return False
+    except Exception:
+        server.logger.exception("Unknown receive error")
+        return False
+    return True
+
+
+def _finish(self: Any, ws: BarrelWebSocket) -> None:
+    """The connection is over: what is still queued goes out before the close frame, as with
+    engine.io's writer, then the session closes."""
     self.queue.put(None)
     kick(self, ws)
     drainer = ws.drainer
     if drainer is not None:
         drainer.join()
-    self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
-    return []
+    self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+    forget(self, ws)

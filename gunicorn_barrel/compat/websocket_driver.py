@@ -10,8 +10,9 @@ factory of ``gunicorn_barrel.ws.connection.BarrelWebSocket`` in every case.
 The factory also records which WebSocket serves which engine.io socket, for
 the fast paths and the slow-client cut. A plain dict, not a weak map: it is
 read for every packet to every client, and an entry lives exactly as long as
-its WebSocket's handler runs (removed in ``finally``), which is shorter than
-the engine.io socket's own life.
+its WebSocket is open (removed when its handler returns, or, for a WebSocket
+that reads without a greenlet, when it ends), which is shorter than the
+engine.io socket's own life.
 """
 from __future__ import annotations
 
@@ -81,10 +82,16 @@ def _registered_while_open(handler: Any, eio_socket: Any) -> Callable[[BarrelWeb
         try:
             return handler(ws)
         finally:
-            if open_websockets.get(eio_socket) is ws:
-                del open_websockets[eio_socket]
+            if not ws.detached:  # a detached WebSocket is forgotten when it ends
+                forget(eio_socket, ws)
 
     return run
+
+
+def forget(eio_socket: Any, ws: BarrelWebSocket) -> None:
+    """``ws`` no longer serves ``eio_socket``."""
+    if open_websockets.get(eio_socket) is ws:
+        del open_websockets[eio_socket]
 
 
 def install(deflate_min_size: int) -> None:

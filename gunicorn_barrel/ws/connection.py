@@ -12,7 +12,9 @@ only part of a large frame).
 """
 from __future__ import annotations
 
+import io
 import logging
+import os
 import socket
 from typing import Any
 
@@ -26,6 +28,8 @@ from gunicorn_barrel.ws import deflate, frames
 SOCKET_KEY = "barrel.socket"
 
 log = logging.getLogger("gunicorn_barrel.ws.connection")
+
+_NO_BODY = io.BytesIO(b"")  # a WebSocket upgrade has no body; shared by every kept environ
 
 _RECV_BYTES = 65536
 
@@ -97,6 +101,12 @@ class BarrelWebSocket:
         # The greenlet writing what engine.io queued, while there is some
         # (compat.engineio_websocket); None when nothing waits.
         self.drainer: Any = None
+        # Reading without a greenlet of its own (detach): the readable watcher
+        # and what to call with each message and at the end.
+        self.detached = False
+        self._watcher: Any = None
+        self._on_message: Any = None
+        self._on_end: Any = None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         sock: Any = environ.get(SOCKET_KEY) or environ.get("gunicorn.socket")
@@ -113,6 +123,10 @@ class BarrelWebSocket:
             head += f"Sec-WebSocket-Extensions: {agreement.answer}\r\n"
             self._window_bits = agreement.window_bits
         sock.sendall((head + "\r\n").encode("latin-1"))
+        # The request is over. python-socketio keeps its environ for the session's
+        # life: it should not keep the request's socket, parser and body stream too.
+        environ.pop(SOCKET_KEY, None)
+        environ["wsgi.input"] = _NO_BODY
         self._sock = sock  # engine.io sets its timeout (ping interval + timeout)
         if type(sock) is gevent.socket.socket:  # not TLS: its OS socket is non-blocking
             self._raw = sock._sock
@@ -123,9 +137,88 @@ class BarrelWebSocket:
         try:
             self.handler(self)
         finally:
-            self.close()
+            if not self.detached:
+                self.close()
         # The response was the 101 written above: gunicorn must write nothing.
         raise StopIteration()
+
+    # -- reading without a greenlet ------------------------------------------
+
+    def detach(self, on_message: Any, on_end: Any) -> bool:
+        """Go on reading without the calling greenlet, which may then return; False if this
+        connection cannot (TLS, or a serving loop that closes the socket when it returns).
+
+        Whenever the socket is readable a short-lived greenlet reads what is
+        there and calls ``on_message(data)`` for each message, in order
+        (False from it ends the connection); at the end, ``on_end()`` runs
+        in such a greenlet and the socket is closed.
+
+        The connection goes on on a duplicate of its descriptor: the server
+        that accepted it closes its own socket object when the request's
+        greenlet returns (gevent's StreamServer, barrel's handoff loop).
+        """
+        if self._raw is None or self._closed:
+            return False
+        own = gevent.socket.socket(fileno=os.dup(self._sock.fileno()))
+        own.settimeout(self._sock.gettimeout())
+        self._sock, self._raw = own, own._sock
+        self.detached = True
+        self._on_message, self._on_end = on_message, on_end
+        self._watcher = gevent.get_hub().loop.io(self._raw.fileno(), 1)
+        # What came with the last read (already parsed) is handled first.
+        gevent.spawn(self._read_available)
+        return True
+
+    def _readable(self) -> None:
+        # In the hub: one reading greenlet at a time keeps the messages in order.
+        self._watcher.stop()
+        gevent.spawn(self._read_available)
+
+    def _read_available(self) -> None:
+        assert self._parser is not None
+        while not self._closed:
+            try:
+                event = self._parser.next_event()
+            except frames.ProtocolError as exc:
+                log.info("WebSocket closed: %s", exc)
+                self._closed = True
+                self.close(exc.code, exc.reason)
+                break
+            if isinstance(event, frames.Message):
+                if self._on_message(event.data) is False:
+                    self._closed = True
+            elif isinstance(event, frames.Ping):
+                self._try_write(frames.frame(frames.OP_PONG, event.payload))
+            elif isinstance(event, frames.Close):
+                self._closed = True
+                self.close(event.code)
+            elif not self._receive_available():
+                self._watcher.start(self._readable)  # nothing more for now
+                return
+        self._end()
+
+    def _receive_available(self) -> bool:
+        """Read what the socket has without waiting; False when there is nothing yet."""
+        assert self._parser is not None
+        try:
+            data = self._raw.recv(_RECV_BYTES)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if data:
+            self._parser.receive(data)
+        else:
+            self._closed = True
+        return True
+
+    def _end(self) -> None:
+        self._watcher.close()
+        try:
+            self._on_end()
+        finally:
+            self.close()
+            self._sock.close()
 
     def set_timeout(self, seconds: float) -> None:
         """A read (or a write waiting for room) longer than this ends the connection."""
