@@ -12,6 +12,7 @@ import configparser
 import inspect
 import logging
 import os
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,16 @@ def test_a_gevent_socket_without_its_os_socket_is_refused(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(gevent.socket, "socket", NoRawSocket)
     _refused(GEVENT, "gevent.socket.socket()._sock is gone")
+
+
+@pytest.mark.parametrize("gone", ["timer", "io"])
+def test_a_gevent_loop_without_the_watchers_barrel_uses_is_refused(
+    monkeypatch: pytest.MonkeyPatch, gone: str
+) -> None:
+    loop = gevent.get_hub().loop
+    kept = {name: getattr(loop, name) for name in ("timer", "io") if name != gone}
+    monkeypatch.setattr(gevent, "get_hub", lambda: types.SimpleNamespace(loop=types.SimpleNamespace(**kept)))
+    _refused(GEVENT, f"gevent's loop.{gone} is gone")
 
 
 def test_a_gunicorn_parser_without_its_read_buffer_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

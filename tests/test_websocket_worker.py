@@ -226,3 +226,33 @@ def test_engineio_heartbeat_on_timers() -> None:
             wait_for(lambda: ws.next_message() == '42["news","still here"]', 10, "the client served")
         finally:
             ws.close()
+
+
+def test_websockets_count_against_worker_connections_and_one_more_gets_503() -> None:
+    """An upgraded WebSocket holds no greenlet, hence no slot of gunicorn's pool: the worker
+    counts it itself. With worker_connections 4, four WebSockets are served, the fifth
+    connection is answered 503; once one WebSocket closes, a new one is served."""
+    with gunicorn(workers=1, extra_args=("--worker-connections", "4")) as srv:
+        held = []
+        try:
+            for _ in range(4):
+                ws = RawWebSocket(srv.port)
+                ws.connect_socketio()
+                held.append(ws)
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=15) as extra:
+                extra.sendall(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert read_response_head(extra).startswith(b"HTTP/1.1 503 "), "a fifth connection served"
+            assert "is full (worker_connections 4" in srv.log()
+            held.pop().close()
+
+            def served() -> bool:
+                with socket.create_connection(("127.0.0.1", srv.port), timeout=15) as probe:
+                    probe.sendall(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n")
+                    return read_response_head(probe).startswith(b"HTTP/1.1 200 ")
+
+            wait_for(served, 10, "room for a connection once a WebSocket closed")
+            held[0].send_text('42["broadcast","still served"]')
+            wait_for(lambda: held[0].next_message() == '42["news","still served"]', 10, "the others served")
+        finally:
+            for ws in held:
+                ws.close()

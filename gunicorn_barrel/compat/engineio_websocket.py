@@ -45,7 +45,7 @@ SERVER_ATTRIBUTES = ("max_http_buffer_size", "ping_interval", "ping_timeout", "l
 
 
 def check() -> None:
-    """What the handler uses of engine.io: Socket state, receive/close, packets, exceptions."""
+    """What the handler uses of engine.io (Socket state, receive/close, packets, exceptions) and gevent."""
     from engineio import exceptions, packet
     from engineio.socket import Socket
 
@@ -62,6 +62,8 @@ def check() -> None:
         shapes.attribute(ENGINEIO, packet, name, f"engineio.packet.{name}")
     for name in ("UnknownPacketError", "SocketIsClosedError"):
         shapes.attribute(ENGINEIO, exceptions, name, f"engineio.exceptions.{name}")
+    # An idle WebSocket waits on an io watcher (BarrelWebSocket.detach).
+    shapes.accepts("gevent", gevent.get_hub().loop, "io", "gevent's loop.io", ("fd", "events"))
     probe = packet.Packet(encoded_packet="2probe")
     if (probe.packet_type, probe.data) != (packet.PING, "probe"):
         raise IncompatibleLibrary(ENGINEIO, "engineio.packet.Packet no longer decodes '2probe'")

@@ -40,6 +40,10 @@ from gunicorn_barrel.worker.handoff import HandoffReceiver, HandoffSender
 from gunicorn_barrel.worker.metrics import WorkerMetrics, metrics_endpoint
 from gunicorn_barrel.worker.requests import engineio_requests
 from gunicorn_barrel.worker.serve import Connection, serve_one_request
+from gunicorn_barrel.ws import connection as ws_connection
+
+_FULL = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+         b"Content-Length: 12\r\n\r\nworker full\n")
 
 
 class BarrelWorker(GeventWorker):
@@ -47,6 +51,9 @@ class BarrelWorker(GeventWorker):
 
     handoff_in: HandoffReceiver | None = None
     handoff_out: HandoffSender | None = None
+    # Connections being served by a greenlet now, and connections refused for lack of room.
+    _serving = 0
+    _refused_full = 0
     context: WorkerContext | None = None
     metrics: WorkerMetrics | None = None
 
@@ -169,13 +176,51 @@ class BarrelWorker(GeventWorker):
         if not 0 <= listener_index < len(self._listener_names):
             client.close()
             return
-        gevent.spawn(self._handle_routed, listener_index, client, addr, conn)
+        gevent.spawn(self._serve_adopted, listener_index, client, addr, conn)
+
+    def _serve_adopted(self, listener_index: int, client: Any, addr: Any, conn: Connection) -> None:
+        if not self._room_for(client):
+            return
+        self._serving += 1
+        try:
+            self._handle_routed(listener_index, client, addr, conn)
+        finally:
+            self._serving -= 1
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         client.setblocking(1)
-        if self.handoff_out is None or negotiation.prior_knowledge_allowed(self.cfg, addr):
-            return super().handle(listener, client, addr)
-        self._handle_routed(self.sockets.index(listener), client, addr, Connection())
+        if not self._room_for(client):
+            return
+        self._serving += 1
+        try:
+            if self.handoff_out is None or negotiation.prior_knowledge_allowed(self.cfg, addr):
+                return super().handle(listener, client, addr)
+            self._handle_routed(self.sockets.index(listener), client, addr, Connection())
+        finally:
+            self._serving -= 1
+
+    def _room_for(self, client: Any) -> bool:
+        """Whether the worker may serve one more connection; if not, answer 503 and close it.
+
+        gunicorn's pool bounds the connections being served to
+        worker_connections; WebSockets that read without a greenlet hold no
+        slot of it, so the sum is bounded here (the open-files limit is sized
+        for worker_connections, see runtime.open_files).
+        """
+        if self._serving + ws_connection.detached.value < self.worker_connections:
+            return True
+        self._refused_full += 1
+        if self._refused_full in (1, 10, 100) or self._refused_full % 1000 == 0:
+            self.log.warning("barrel: worker %s is full (worker_connections %s: %s served, %s "
+                             "WebSockets open): connection refused with 503 (%s so far)", self.pid,
+                             self.worker_connections, self._serving, ws_connection.detached.value,
+                             self._refused_full)
+        try:
+            client.sendall(_FULL)
+        except OSError:
+            pass
+        client.close()
+        return False
 
     def _handle_routed(self, listener_index: int, client: Any, addr: Any, conn: Connection) -> None:
         """Serve requests of a connection one at a time, handing it on when one belongs elsewhere."""

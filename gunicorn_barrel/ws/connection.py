@@ -31,6 +31,17 @@ log = logging.getLogger("gunicorn_barrel.ws.connection")
 
 _NO_BODY = io.BytesIO(b"")  # a WebSocket upgrade has no body; shared by every kept environ
 
+
+class DetachedCount:
+    """How many WebSockets of this worker read without a greenlet (``BarrelWebSocket.detach``):
+    they hold no slot of gunicorn's connection pool, so the worker counts them itself."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+detached = DetachedCount()
+
 _RECV_BYTES = 65536
 
 
@@ -163,6 +174,7 @@ class BarrelWebSocket:
         own.settimeout(self._sock.gettimeout())
         self._sock, self._raw = own, own._sock
         self.detached = True
+        detached.value += 1
         self._on_message, self._on_end = on_message, on_end
         self._watcher = gevent.get_hub().loop.io(self._raw.fileno(), 1)
         # What came with the last read (already parsed) is handled first.
@@ -213,6 +225,7 @@ class BarrelWebSocket:
         return True
 
     def _end(self) -> None:
+        detached.value -= 1
         self._watcher.close()
         try:
             self._on_end()
