@@ -342,11 +342,14 @@ class BarrelManager(PubSubManager):  # type: ignore[misc]
             if mine:
                 self._handle_callback(message)
             return
+        if method in channels.CLUSTER_METHODS:
+            # Counted apart from the app's frames, as cluster_frames_sent is.
+            bus_client.port.bus().counters["cluster_frames_received"] += 1
+            if not mine:
+                self.node.on_message(message)
+            return
         if mine:
             return  # already handled locally when it was sent
-        if method in channels.CLUSTER_METHODS:
-            self.node.on_message(message)
-            return
         handler_name = _LOCAL_HANDLERS.get(method) if isinstance(method, str) else None
         if handler_name is None:
             self._get_logger().warning("barrel: unknown bus method %r ignored", method)
