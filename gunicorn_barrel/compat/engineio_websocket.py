@@ -137,7 +137,7 @@ def _serve(self: Any, ws: BarrelWebSocket) -> list[Any]:
 
     server = self.server
 
-    def next_message() -> Any:
+    def next_message() -> Any:  # during the upgrade, as engine.io's handler does
         data = ws.wait()
         if data and len(data) > server.max_http_buffer_size:
             raise ValueError("packet is too large")
@@ -170,7 +170,7 @@ def _serve(self: Any, ws: BarrelWebSocket) -> list[Any]:
         return []  # read when readable, without this greenlet (BarrelWebSocket.detach)
     while True:
         try:
-            message = next_message()
+            message = ws.wait()  # its size is checked once, in _received
         except Exception as exc:
             if not self.closed:
                 server.logger.info('%s: Unexpected error "%s", closing connection', self.sid, exc)

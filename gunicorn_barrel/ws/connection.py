@@ -187,24 +187,12 @@ class BarrelWebSocket:
         gevent.spawn(self._read_available)
 
     def _read_available(self) -> None:
-        assert self._parser is not None
         while not self._closed:
-            try:
-                event = self._parser.next_event()
-            except frames.ProtocolError as exc:
-                log.info("WebSocket closed: %s", exc)
-                self._closed = True
-                self.close(exc.code, exc.reason)
-                break
-            if isinstance(event, frames.Message):
-                if self._on_message(event.data) is False:
+            message = self._next_received()
+            if message is not None:
+                if self._on_message(message) is False:
                     self._closed = True
-            elif isinstance(event, frames.Ping):
-                self._try_write(frames.frame(frames.OP_PONG, event.payload))
-            elif isinstance(event, frames.Close):
-                self._closed = True
-                self.close(event.code)
-            elif not self._receive_available():
+            elif not self._closed and not self._receive_available():
                 self._watcher.start(self._readable)  # nothing more for now
                 return
         self._end()
@@ -312,6 +300,17 @@ class BarrelWebSocket:
         if the app does), and a frame that breaks the protocol closes the
         connection only once the messages before it were returned.
         """
+        while not self._closed:
+            message = self._next_received()
+            if message is not None:
+                return message
+            if not self._closed:
+                self._receive()
+        return None
+
+    def _next_received(self) -> str | bytes | None:
+        """The next message among the bytes already received, after answering the control
+        frames before it; None when more bytes are needed or the connection is over."""
         assert self._parser is not None
         while not self._closed:
             try:
@@ -329,7 +328,7 @@ class BarrelWebSocket:
                 self._closed = True
                 self.close(event.code)
             elif event is None:
-                self._receive()
+                return None
         return None
 
     def _receive(self) -> None:
